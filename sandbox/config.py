@@ -1,0 +1,45 @@
+"""A specivod configuration for a sandbox deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from sandbox.deployment import SandboxDeployment
+
+
+def specivod_config(
+    deployment: SandboxDeployment, state_root: Path, **sections: dict[str, object]
+) -> dict[str, object]:
+    """Settings for ``deployment``, quick health timings, state and backups under
+    ``state_root``; ``sections`` override keys per section."""
+    config: dict[str, dict[str, object]] = {
+        "registry": {"image": deployment.images.app, "timeout": "10s"},
+        "policy": {"range": ">=0.1.0 <1.0.0", "step": "minor"},
+        "deployment": {"project_dir": str(deployment.directory)},
+        "health": {
+            "service": "api",
+            "url": f"http://127.0.0.1:{deployment.api_port}/healthz",
+            "retries": 20,
+            "interval": "1s",
+            "timeout": "2s",
+            "smoke": [
+                {
+                    "name": "issue list",
+                    "url": f"http://127.0.0.1:{deployment.api_port}/cgi-bin/issues",
+                    "contains": '"issues"',
+                }
+            ],
+        },
+        "backup": {"dir": str(state_root / "backups"), "keep": 3, "min_free_bytes": "10MB"},
+        "state": {"dir": str(state_root / "state")},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return dict(config)
+
+
+def write_config(path: Path, config: dict[str, object]) -> Path:
+    path.write_text(tomli_w.dumps(config))
+    return path

@@ -1,0 +1,1 @@
+ALTER TABLE issues ADD COLUMN priority integer NOT NULL DEFAULT 0;

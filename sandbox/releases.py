@@ -1,0 +1,47 @@
+"""The fake Specivo releases in the sandbox registry, and how each behaves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Behaviour(StrEnum):
+    HEALTHY = "healthy"
+    NEVER_HEALTHY = "never-healthy"
+    MIGRATE_THEN_FAIL = "migrate-then-fail"
+    SLOW = "slow"
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    behaviour: Behaviour
+    schema: int
+    start_delay: int = 0
+
+    def release_file(self) -> str:
+        return (
+            f"VERSION={self.version}\nBEHAVIOUR={self.behaviour}\n"
+            f"SCHEMA={self.schema}\nSTART_DELAY={self.start_delay}\n"
+        )
+
+
+RELEASES = (
+    Release("0.1.9", Behaviour.HEALTHY, 1),
+    Release("0.1.10", Behaviour.HEALTHY, 1),
+    Release("0.1.11", Behaviour.HEALTHY, 1),
+    Release("0.2.0", Behaviour.HEALTHY, 2),
+    Release("0.2.1", Behaviour.NEVER_HEALTHY, 1),
+    Release("0.2.2", Behaviour.SLOW, 1, start_delay=6),
+    Release("0.2.3", Behaviour.MIGRATE_THEN_FAIL, 3),
+    Release("0.3.0-rc.1", Behaviour.HEALTHY, 2),
+)
+BY_VERSION = {release.version: release for release in RELEASES}
+BASELINE = "0.1.10"
+HEALTHY_UPGRADE = "0.2.0"
+NEVER_HEALTHY = "0.2.1"
+SLOW = "0.2.2"
+MIGRATES_THEN_FAILS = "0.2.3"
+MISSING = "0.2.9"
+"""A tag that exists nowhere: its pull fails."""

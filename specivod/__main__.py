@@ -1,0 +1,3 @@
+from specivod.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""The deployment as docker compose sees it: pin a version in ``.env``, pull, ``up -d``, stop,
+exec, and read each service's container and Docker health through the Docker SDK.
+
+Rules: ``.env`` is the only file written; every compose call gets the version in its environment
+explicitly (the shell environment beats ``.env`` in compose's interpolation, so a pull can fetch
+the target before ``.env`` names it); containers are never recreated behind compose's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+from docker.errors import DockerException, NotFound
+
+from specivod.adapters import envfile
+from specivod.adapters.process import CommandTimeout, Completed, run
+from specivod.domain.errors import DeploymentError
+from specivod.settings import DeploymentSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One service's container as the Docker Engine reports it."""
+
+    service: str
+    container_id: str | None
+    status: str
+    health: str | None
+    image: str
+    started_at: str
+    restart_count: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and healthy when the image or compose file defines a healthcheck."""
+        return self.running and self.health in (None, "healthy")
+
+    def describe(self) -> str:
+        if self.container_id is None:
+            return f"{self.service}: no container"
+        health = f", health {self.health}" if self.health else ""
+        return f"{self.service}: {self.status}{health} ({self.image})"
+
+
+def detect_compose_command() -> list[str]:
+    """``docker compose`` (v2) when the plugin answers, else ``docker-compose`` (v1)."""
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise DeploymentError("neither `docker compose` (v2) nor `docker-compose` (v1) was found")
+
+
+class ComposeDeployment:
+    """A compose project on this host."""
+
+    def __init__(
+        self,
+        settings: DeploymentSettings,
+        *,
+        command_timeout: timedelta = timedelta(minutes=30),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._command = list(settings.compose_command or detect_compose_command())
+        self._timeout = command_timeout.total_seconds()
+        self._environ = dict(os.environ if environ is None else environ)
+        self._docker: docker.DockerClient | None = None
+
+    @property
+    def env_path(self) -> Path:
+        return self.settings.env_path
+
+    def pinned_version(self) -> str | None:
+        return envfile.read_variable(self.env_path, self.settings.version_variable)
+
+    def pin(self, version: str) -> None:
+        envfile.rewrite_variable(self.env_path, self.settings.version_variable, version)
+
+    def data_dir(self) -> Path | None:
+        value = envfile.effective_variable(
+            self.env_path, self.settings.data_dir_variable, self._environ
+        )
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.settings.project_dir / path).resolve()
+
+    def _arguments(self) -> list[str]:
+        arguments = [*self._command, "--project-directory", str(self.settings.project_dir)]
+        for compose_file in self.settings.compose_files:
+            arguments += ["-f", compose_file]
+        if self.settings.project_name:
+            arguments += ["-p", self.settings.project_name]
+        return [*arguments, "--env-file", str(self.env_path)]
+
+    def _environment(self, version: str | None) -> dict[str, str]:
+        environment = dict(self._environ)
+        pinned = version if version is not None else self.pinned_version()
+        if pinned is not None:
+            environment[self.settings.version_variable] = pinned
+        return environment
+
+    async def compose(
+        self,
+        *arguments: str,
+        version: str | None = None,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        """Run one compose command; the result is returned whatever its exit code."""
+        try:
+            return await run(
+                [*self._arguments(), *arguments],
+                cwd=self.settings.project_dir,
+                env=self._environment(version),
+                timeout=timeout or self._timeout,
+                stdin=stdin,
+                stdout=stdout,
+            )
+        except CommandTimeout as error:
+            raise DeploymentError(str(error)) from None
+        except OSError as error:
+            raise DeploymentError(f"cannot run {self._command[0]}: {error}") from None
+
+    async def _checked(self, *arguments: str, version: str | None = None) -> Completed:
+        result = await self.compose(*arguments, version=version)
+        if not result.ok:
+            raise DeploymentError(result.describe())
+        return result
+
+    async def pull(self, version: str) -> None:
+        """Pull every service's image as it will be with ``version`` pinned."""
+        await self._checked("pull", "--quiet", version=version)
+
+    async def up(self, version: str) -> None:
+        """``up -d`` with ``version``: compose recreates what changed, nothing else."""
+        await self._checked("up", "--detach", "--remove-orphans", version=version)
+
+    async def stop(self, services: Sequence[str]) -> None:
+        if services:
+            await self._checked("stop", *services)
+
+    async def services(self) -> list[str]:
+        result = await self._checked("config", "--services")
+        return [line for line in result.stdout.split() if line]
+
+    async def app_services(self, database_service: str) -> list[str]:
+        """The services to stop while data is restored: configured, or all but the database."""
+        if self.settings.app_services:
+            return list(self.settings.app_services)
+        return [service for service in await self.services() if service != database_service]
+
+    def _client(self) -> docker.DockerClient:
+        if self._docker is None:
+            try:
+                self._docker = docker.DockerClient.from_env(version="auto", timeout=60)
+            except DockerException as error:
+                raise DeploymentError(f"cannot reach the Docker Engine: {error}") from None
+        return self._docker
+
+    async def service_state(self, service: str) -> ServiceState:
+        ids = (await self._checked("ps", "--all", "--quiet", service)).stdout.split()
+        if not ids:
+            return ServiceState(service, None, "absent", None, "", "")
+        return await asyncio.to_thread(self._inspect, service, ids[0])
+
+    def _inspect(self, service: str, container_id: str) -> ServiceState:
+        try:
+            attrs: dict[str, Any] = self._client().api.inspect_container(container_id)
+        except NotFound:
+            return ServiceState(service, None, "absent", None, "", "")
+        except DockerException as error:
+            raise DeploymentError(
+                f"cannot inspect {service} ({container_id[:12]}): {error}"
+            ) from None
+        state = attrs.get("State", {})
+        health = state.get("Health") or {}
+        return ServiceState(
+            service=service,
+            container_id=attrs["Id"],
+            status=str(state.get("Status", "unknown")),
+            health=health.get("Status"),
+            image=str(attrs.get("Config", {}).get("Image", "")),
+            started_at=str(state.get("StartedAt", "")),
+            restart_count=int(attrs.get("RestartCount", 0)),
+        )
+
+    def close(self) -> None:
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None

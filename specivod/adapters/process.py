@@ -1,0 +1,83 @@
+"""Run external commands from asyncio: bounded by a timeout, killed when cancelled, stderr kept
+for the error message, stdout captured or streamed to a file descriptor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+_STDERR_KEPT = 8192
+
+
+@dataclass(frozen=True)
+class Completed:
+    command: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        """``<command> exited with N: <last stderr lines>`` for error messages."""
+        detail = self.stderr.strip().splitlines()[-5:]
+        tail = ("\n  " + "\n  ".join(detail)) if detail else ""
+        return f"`{shlex.join(self.command)}` exited with {self.returncode}{tail}"
+
+
+class CommandTimeout(Exception):
+    def __init__(self, command: Sequence[str], timeout: float) -> None:
+        super().__init__(f"`{shlex.join(command)}` did not finish within {timeout:.0f}s")
+
+
+async def run(
+    command: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float,
+    stdin: IO[bytes] | None = None,
+    stdout: IO[bytes] | None = None,
+) -> Completed:
+    """Run ``command``; with ``stdout`` given, its output goes straight to that file."""
+    log.debug("running %s", shlex.join(command))
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        await _kill(process)
+        raise CommandTimeout(command, timeout) from None
+    except asyncio.CancelledError:
+        await _kill(process)
+        raise
+    return Completed(
+        command=tuple(command),
+        returncode=process.returncode if process.returncode is not None else -1,
+        stdout=(out or b"").decode(errors="replace"),
+        stderr=(err or b"")[-_STDERR_KEPT:].decode(errors="replace"),
+    )
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(process.wait(), 10)

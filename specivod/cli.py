@@ -1,0 +1,104 @@
+"""The ``specivod`` command: parse arguments, load settings, dispatch, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from specivod import __version__
+from specivod.commands import exit_codes
+from specivod.commands.output import error
+from specivod.config_loader import load_settings
+from specivod.domain.errors import ConfigError, SpecivodError
+from specivod.settings import DEFAULT_CONFIG, Settings
+
+Handler = Callable[[Settings, argparse.Namespace], Awaitable[int] | int]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="specivod",
+        description="Keeps a Specivo deployment up to date and rolls a bad upgrade back.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("SPECIVOD_CONFIG", DEFAULT_CONFIG)),
+        help=f"config file (default: $SPECIVOD_CONFIG or {DEFAULT_CONFIG})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--version", action="version", version=f"specivod {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="deployed version, allowed versions, next target")
+    check.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    check.set_defaults(handler=_check)
+
+    config = commands.add_parser("config", help="validate or print the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser("check", help="validate the configuration").set_defaults(
+        handler=_config_check
+    )
+    show = config_commands.add_parser("show", help="effective configuration, secrets masked")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_config_show)
+    return parser
+
+
+async def _check(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.adapters.clock import SystemClock
+    from specivod.adapters.registry import registry_from_settings
+    from specivod.commands.check import check
+
+    async with registry_from_settings(settings.registry) as registry:
+        return await check(settings, registry, SystemClock(), arguments.json)
+
+
+def _config_check(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.config import config_check
+
+    return config_check(settings, arguments.config)
+
+
+def _config_show(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.config import config_show
+
+    return config_show(settings, arguments.json)
+
+
+def _run(handler: Handler, settings: Settings, arguments: argparse.Namespace) -> int:
+    result = handler(settings, arguments)
+    if isinstance(result, int):
+        return result
+
+    async def wait() -> int:
+        return await result
+
+    return asyncio.run(wait())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(arguments.config)
+    except ConfigError as problem:
+        error(f"configuration error:\n{problem}")
+        return exit_codes.CONFIG
+    try:
+        return _run(arguments.handler, settings, arguments)
+    except SpecivodError as problem:
+        error(str(problem))
+        return exit_codes.FAILED
+    except KeyboardInterrupt:
+        error("interrupted")
+        return 130

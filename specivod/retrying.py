@@ -1,0 +1,66 @@
+"""Every retry specivod does goes through one policy object, built on tenacity.
+
+Callers say *what* is retryable; the policy says how many attempts and how long to wait. Tests pass
+``RetryPolicy(..., sleep=recorder)`` to see the waits without spending them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RetryAfter(Exception):
+    """Raised by an attempt that the server asked to repeat after ``delay`` seconds."""
+
+    def __init__(self, delay: float, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.delay = delay
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_wait: timedelta = timedelta(milliseconds=500)
+    max_wait: timedelta = timedelta(seconds=30)
+    sleep: Sleep = field(default=asyncio.sleep, compare=False)
+
+    def _wait(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, RetryAfter):
+            return min(max(error.delay, 0.0), self.max_wait.total_seconds())
+        backoff = wait_exponential_jitter(
+            initial=self.initial_wait.total_seconds(),
+            max=self.max_wait.total_seconds(),
+            jitter=self.initial_wait.total_seconds(),
+        )
+        return float(backoff(state))
+
+    def retrying(self, retryable: Callable[[BaseException], bool]) -> AsyncRetrying:
+        """An ``AsyncRetrying`` that retries errors for which ``retryable`` is true (and every
+        ``RetryAfter``), then re-raises the last error."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, RetryAfter) or retryable(e)),
+            sleep=self.sleep,
+            reraise=True,
+        )
+
+
+async def no_sleep(_seconds: float) -> None:
+    """A sleep that returns at once, for tests."""

@@ -1,0 +1,309 @@
+"""Configuration: one pydantic model per concern, loaded from a TOML file with
+``SPECIVOD_<SECTION>__<KEY>`` environment variables taking precedence.
+
+Rules: unknown keys are errors; relative paths are resolved against the config file's directory
+(``deployment.env_file`` against ``deployment.project_dir``); secrets are only ever read from files,
+at load time, so a missing secret fails at start and never reaches a log.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from specivod.domain.durations import format_duration, parse_duration
+from specivod.domain.errors import PolicyError
+from specivod.domain.references import ImageReference, parse_reference
+from specivod.domain.versions import Step, VersionPolicy
+from specivod.domain.windows import DAY_NAMES, Window
+
+DEFAULT_CONFIG = Path("/etc/specivod/specivod.toml")
+ENV_PREFIX = "SPECIVOD_"
+MASK = "********"
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+def _read_secret(path: Path) -> SecretStr:
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ValueError(f"cannot read secret file {path}: {error.strerror}") from None
+    if not content:
+        raise ValueError(f"secret file {path} is empty")
+    return SecretStr(content)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistrySettings(Section):
+    image: str = Field(description="Repository without tag, e.g. docker.io/specivo/specivo.")
+    username: str | None = Field(None, description="Registry user; needs password_file.")
+    password_file: Path | None = Field(None, description="File holding the registry password.")
+    docker_config: Path | None = Field(
+        None,
+        description="A docker config.json (auths, credsStore, credHelpers). Default: "
+        "$DOCKER_CONFIG/config.json or ~/.docker/config.json when username is not set.",
+    )
+    poll_interval: Duration = Field(timedelta(hours=6), description="How often to list tags.")
+    timeout: Duration = Field(timedelta(seconds=30), description="Limit for one HTTP request.")
+    attempts: int = Field(4, ge=1, le=20, description="Tries per request on 5xx/429/network.")
+    page_size: int = Field(100, ge=1, le=10_000, description="Tags asked for per page.")
+    scheme: Literal["auto", "https", "http"] = Field(
+        "auto", description="auto: plain http for loopback registries, https otherwise."
+    )
+    _password: SecretStr | None = PrivateAttr(None)
+
+    @field_validator("image")
+    @classmethod
+    def _valid_reference(cls, value: str) -> str:
+        parse_reference(value)
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> RegistrySettings:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file must be set together")
+        if self.password_file is not None:
+            self._password = _read_secret(self.password_file)
+        return self
+
+    @property
+    def reference(self) -> ImageReference:
+        return parse_reference(self.image)
+
+    @property
+    def password(self) -> SecretStr | None:
+        return self._password
+
+
+class PolicySettings(Section):
+    range: str = Field("*", description="npm-style range, e.g. '~0.1', '^0.1.10', '>=0.1 <0.3'.")
+    prerelease: bool = Field(False, description="Allow pre-release versions.")
+    step: Step = Field(Step.MINOR, description="Largest move per upgrade: patch|minor|major|any.")
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> PolicySettings:
+        try:
+            self.version_policy()
+        except PolicyError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    def version_policy(self) -> VersionPolicy:
+        return VersionPolicy(range=self.range, prerelease=self.prerelease, step=self.step)
+
+
+class DeploymentSettings(Section):
+    project_dir: Path = Field(description="Directory holding the compose project and its .env.")
+    compose_files: list[str] = Field(
+        default_factory=list, description="Compose files (-f); empty: compose's default lookup."
+    )
+    project_name: str | None = Field(None, description="Compose project name (-p).")
+    env_file: Path = Field(Path(".env"), description="The .env pinning the version.")
+    version_variable: str = Field("SPECIVO_VERSION", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    data_dir_variable: str = Field("SPECIVO_DATA_DIR", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    compose_command: list[str] | None = Field(
+        None, description="Default: 'docker compose', or 'docker-compose' when only v1 exists."
+    )
+    app_services: list[str] = Field(
+        default_factory=list,
+        description="Services stopped while data is restored; default: all but the database.",
+    )
+
+    @property
+    def env_path(self) -> Path:
+        return self.project_dir / self.env_file
+
+
+class SmokeCheck(Section):
+    name: str
+    url: str = Field(pattern=r"^https?://")
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect_status: int = Field(200, ge=100, le=599)
+    contains: str | None = Field(None, description="Text the response body must contain.")
+
+
+class HealthSettings(Section):
+    service: str = Field("api", description="Service whose Docker health gates an upgrade.")
+    url: str | None = Field(None, pattern=r"^https?://", description="Must answer 2xx.")
+    retries: int = Field(30, ge=1, description="Health checks before an upgrade counts as failed.")
+    interval: Duration = Field(timedelta(seconds=5), description="Pause between health checks.")
+    timeout: Duration = Field(timedelta(seconds=5), description="Limit for one HTTP check.")
+    smoke: list[SmokeCheck] = Field(default_factory=list, description="Checks after health.")
+
+    @property
+    def budget(self) -> timedelta:
+        return self.retries * self.interval
+
+
+class BackupSettings(Section):
+    dir: Path = Field(Path("/var/backups/specivod"), description="Where backups are kept (0700).")
+    keep: int = Field(5, ge=1, description="Valid backups kept; older ones are deleted.")
+    database_service: str = Field("db", description="Compose service running PostgreSQL.")
+    database_user: str = Field("specivo")
+    database_name: str = Field("specivo")
+    dump_command: list[str] | None = Field(None, description="Default: pg_dump -Fc.")
+    restore_command: list[str] | None = Field(
+        None, description="Default: pg_restore --clean --if-exists --single-transaction."
+    )
+    fingerprint_query: str | None = Field(
+        None, description="SQL whose result identifies the schema; default: hash of the schema."
+    )
+    min_free_bytes: ByteSize = Field(ByteSize(1 << 30), description="Free space kept spare.")
+
+
+_FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _day_index(day: str) -> int | None:
+    name = day.strip().lower()
+    for names in (DAY_NAMES, _FULL_DAY_NAMES):
+        if name in names:
+            return names.index(name)
+    return None
+
+
+class WindowSettings(Section):
+    days: list[str] = Field(description="Days the window starts on: mon..sun.", min_length=1)
+    start: str = Field(description="Local start time HH:MM.")
+    end: str = Field(description="Local end time HH:MM; at or before start: next day.")
+    timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Berlin.")
+
+    @field_validator("days")
+    @classmethod
+    def _known_days(cls, days: list[str]) -> list[str]:
+        unknown = [day for day in days if _day_index(day) is None]
+        if unknown:
+            raise ValueError(f"unknown day(s) {unknown}; use {', '.join(DAY_NAMES)}")
+        return days
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError(f"{value!r} is not a time of day HH:MM (00:00-23:59)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    def window(self) -> Window:
+        return Window(
+            days=frozenset(index for day in self.days if (index := _day_index(day)) is not None),
+            start=time.fromisoformat(self.start),
+            end=time.fromisoformat(self.end),
+            timezone=ZoneInfo(self.timezone),
+        )
+
+
+class HttpSettings(Section):
+    listen: str = Field(
+        "127.0.0.1:9717",
+        pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\[\]]+):\d{1,5}$",
+        description="host:port",
+    )
+    token_file: Path | None = Field(None, description="Bearer token for the webhook endpoint.")
+    _token: SecretStr | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _load_token(self) -> HttpSettings:
+        if self.token_file is not None:
+            self._token = _read_secret(self.token_file)
+        return self
+
+    @property
+    def token(self) -> SecretStr | None:
+        return self._token
+
+
+_MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*$')
+
+
+class AlertmanagerSettings(Section):
+    matchers: list[str] = Field(
+        default_factory=list, description='Label matchers, e.g. alertname="SpecivoDown".'
+    )
+    watch_period: Duration = Field(timedelta(hours=2), description="After an upgrade.")
+
+    @field_validator("matchers")
+    @classmethod
+    def _matcher_syntax(cls, matchers: list[str]) -> list[str]:
+        bad = [matcher for matcher in matchers if not _MATCHER.match(matcher)]
+        if bad:
+            raise ValueError(f'bad matcher(s) {bad}; write label="value" (=, !=, =~, !~)')
+        return matchers
+
+
+class StateSettings(Section):
+    dir: Path = Field(Path("/var/lib/specivod"), description="Journal and lock.")
+
+
+class Settings(BaseSettings):
+    """The whole configuration; TOML first, environment on top."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    registry: RegistrySettings
+    policy: PolicySettings = PolicySettings()
+    deployment: DeploymentSettings
+    health: HealthSettings = HealthSettings()
+    backup: BackupSettings = BackupSettings()
+    window: list[WindowSettings] = Field(default_factory=list)
+    http: HttpSettings = HttpSettings()
+    alertmanager: AlertmanagerSettings = AlertmanagerSettings()
+    state: StateSettings = StateSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+    def windows(self) -> list[Window]:
+        return [window.window() for window in self.window]
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, every secret replaced by a mask."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        if self.registry.password is not None:
+            data["registry"]["password"] = MASK
+        if self.http.token is not None:
+            data["http"]["token"] = MASK
+        return data

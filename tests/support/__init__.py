@@ -1,0 +1,1 @@
+"""Test support: real processes (registry, dockerd) the suites start and stop themselves."""
