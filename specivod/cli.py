@@ -39,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
     check.set_defaults(handler=_check)
 
+    backup = commands.add_parser("backup", help="back up the database and the data dir now")
+    backup.set_defaults(handler=_backup)
+    backups = commands.add_parser("backups", help="list backups")
+    backups.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    backups.set_defaults(handler=_backups)
+    restore = commands.add_parser("restore", help="restore a backup (database and data dir)")
+    restore.add_argument("backup_id", metavar="ID", help="a backup id from `specivod backups`")
+    restore.set_defaults(handler=_restore)
+
     config = commands.add_parser("config", help="validate or print the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     config_commands.add_parser("check", help="validate the configuration").set_defaults(
@@ -57,6 +66,24 @@ async def _check(settings: Settings, arguments: argparse.Namespace) -> int:
 
     async with registry_from_settings(settings.registry) as registry:
         return await check(settings, registry, SystemClock(), arguments.json)
+
+
+async def _backup(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.backups import backup
+
+    return await backup(settings, show_progress=sys.stderr.isatty())
+
+
+def _backups(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.backups import list_backups
+
+    return list_backups(settings, arguments.json)
+
+
+async def _restore(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.backups import restore
+
+    return await restore(settings, arguments.backup_id, show_progress=sys.stderr.isatty())
 
 
 def _config_check(settings: Settings, arguments: argparse.Namespace) -> int:
