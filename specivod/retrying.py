@@ -15,8 +15,10 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
+    wait_fixed,
 )
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -44,7 +46,7 @@ class RetryPolicy:
         if isinstance(error, RetryAfter):
             return min(max(error.delay, 0.0), self.max_wait.total_seconds())
         backoff = wait_exponential_jitter(
-            initial=self.initial_wait.total_seconds(),
+            multiplier=self.initial_wait.total_seconds(),
             max=self.max_wait.total_seconds(),
             jitter=self.initial_wait.total_seconds(),
         )
@@ -60,6 +62,19 @@ class RetryPolicy:
             sleep=self.sleep,
             reraise=True,
         )
+
+
+def at_fixed_interval(
+    attempts: int, interval: timedelta, retry_on: type[Exception], sleep: Sleep = asyncio.sleep
+) -> AsyncRetrying:
+    """Poll: up to ``attempts`` tries, ``interval`` apart, while ``retry_on`` is raised."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_fixed(interval.total_seconds()),
+        retry=retry_if_exception_type(retry_on),
+        sleep=sleep,
+        reraise=True,
+    )
 
 
 async def no_sleep(_seconds: float) -> None:

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -24,38 +23,11 @@ from docker.errors import DockerException, NotFound
 
 from specivod.adapters import envfile
 from specivod.adapters.process import CommandTimeout, Completed, run
+from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.settings import DeploymentSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    """One service's container as the Docker Engine reports it."""
-
-    service: str
-    container_id: str | None
-    status: str
-    health: str | None
-    image: str
-    started_at: str
-    restart_count: int = 0
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-    @property
-    def healthy(self) -> bool:
-        """Running, and healthy when the image or compose file defines a healthcheck."""
-        return self.running and self.health in (None, "healthy")
-
-    def describe(self) -> str:
-        if self.container_id is None:
-            return f"{self.service}: no container"
-        health = f", health {self.health}" if self.health else ""
-        return f"{self.service}: {self.status}{health} ({self.image})"
 
 
 def detect_compose_command() -> list[str]:

@@ -3,6 +3,8 @@ implement them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -15,4 +17,102 @@ class Registry(Protocol):
 
     async def manifest_digest(self, tag: str) -> str:
         """The digest ``docker pull`` reports for ``tag`` (``sha256:...``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One service's container as the Docker Engine reports it."""
+
+    service: str
+    container_id: str | None
+    status: str
+    health: str | None
+    image: str
+    started_at: str
+    restart_count: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and healthy when the image or compose file defines a healthcheck."""
+        return self.running and self.health in (None, "healthy")
+
+    def describe(self) -> str:
+        if self.container_id is None:
+            return f"{self.service}: no container"
+        health = f", health {self.health}" if self.health else ""
+        return f"{self.service}: {self.status}{health} ({self.image})"
+
+
+class Deployment(Protocol):
+    """The compose project: ``.env`` is its only write path, compose applies it."""
+
+    def pinned_version(self) -> str | None:
+        """The version ``.env`` pins (``None`` when the variable is absent)."""
+        ...
+
+    def pin(self, version: str) -> None:
+        """Rewrite the version variable in ``.env`` atomically, keeping every other byte."""
+        ...
+
+    async def pull(self, version: str) -> None:
+        """Pull the images as they will be with ``version``, without touching ``.env``."""
+        ...
+
+    async def up(self, version: str) -> None:
+        """``docker compose up -d`` with ``version``."""
+        ...
+
+    async def stop(self, services: Sequence[str]) -> None: ...
+
+    async def app_services(self, database_service: str) -> list[str]:
+        """Services to stop while data is restored."""
+        ...
+
+    async def service_state(self, service: str) -> ServiceState: ...
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: str
+
+
+class HttpProbe(Protocol):
+    """One HTTP request for health and smoke checks; network failures raise ``OSError``."""
+
+    async def request(self, method: str, url: str, timeout: float) -> HttpAnswer: ...
+
+
+class BackupRecord(Protocol):
+    """What the engine needs to know of a finished, valid backup."""
+
+    @property
+    def id(self) -> str: ...
+
+
+class RestoreRecord(Protocol):
+    @property
+    def data_aside(self) -> object:
+        """Where the replaced data dir was moved (a path), or ``None``."""
+        ...
+
+
+class Backups(Protocol):
+    """Database dump plus data-dir archive, restore, and the schema fingerprint."""
+
+    async def create(self, *, version: str | None, reason: str) -> BackupRecord:
+        """A new valid backup, or ``BackupError`` (and no backup marked valid)."""
+        ...
+
+    async def restore(self, backup_id: str) -> RestoreRecord:
+        """Restore the database and the data dir; the app services are already stopped."""
+        ...
+
+    async def fingerprint(self) -> str:
+        """Identifies the database schema; changes when the schema does, not when rows do."""
         ...

@@ -5,6 +5,8 @@ recovery does with a transaction found in each state.
     any failure before STARTING        → ABORTED (.env restored; the running app never stopped)
     failure in STARTING or VERIFYING   → ROLLING_BACK → [RESTORING] → ROLLED_BACK
     rollback itself fails              → ROLLBACK_FAILED
+
+A manual rollback is a transaction of its own: PLANNED → ROLLING_BACK → [RESTORING] → ROLLED_BACK.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _APP_TOUCHED = frozenset(
 BEFORE_START = (State.PLANNED, State.BACKING_UP, State.PULLING, State.PINNED)
 
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.PLANNED: frozenset({State.BACKING_UP, State.ABORTED}),
+    State.PLANNED: frozenset({State.BACKING_UP, State.ROLLING_BACK, State.ABORTED}),
     State.BACKING_UP: frozenset({State.PULLING, State.ABORTED}),
     State.PULLING: frozenset({State.PINNED, State.ABORTED}),
     State.PINNED: frozenset({State.STARTING, State.ABORTED}),
@@ -56,6 +58,17 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.ROLLED_BACK: frozenset(),
     State.ROLLBACK_FAILED: frozenset(),
 }
+
+
+class RestoreMode(StrEnum):
+    """Whether a rollback restores the database and data dir from the backup."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
+
+    def restores(self, schema_changed: bool) -> bool:
+        return self is RestoreMode.ALWAYS or (self is RestoreMode.AUTO and schema_changed)
 
 
 class IllegalTransition(ValueError):

@@ -1,0 +1,82 @@
+"""What every step of a transaction works with, and the one way a step begins: journal first."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from specivod.adapters.clock import Clock
+from specivod.adapters.protocols import Backups, Deployment
+from specivod.domain.errors import SpecivodError
+from specivod.domain.states import State
+from specivod.engine.journal import Journal, Kind, Transaction
+from specivod.engine.verification import HealthGate
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[Transaction, str], None]
+
+
+class StopRequested(SpecivodError):
+    """A signal asked specivod to stop; raised only at a step boundary before the app is touched."""
+
+
+@dataclass
+class StopFlag:
+    """Set by a signal handler; read at step boundaries."""
+
+    requested: bool = False
+    reason: str = ""
+
+    def request(self, reason: str) -> None:
+        self.requested = True
+        self.reason = reason
+
+
+def _silent(_transaction: Transaction, _message: str) -> None:
+    return None
+
+
+@dataclass
+class Context:
+    journal: Journal
+    deployment: Deployment
+    backups: Backups
+    gate: HealthGate
+    clock: Clock
+    database_service: str
+    report: Reporter = _silent
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    def enter(
+        self, transaction: Transaction, state: State, detail: str = "", **facts: str | bool | None
+    ) -> Transaction:
+        """Journal ``state`` (committed, fsynced) before the step acts, then tell the operator."""
+        moved = self.journal.advance(
+            transaction, state, now=self.clock.now(), detail=detail, **facts
+        )
+        log.info("transaction %s: %s %s", moved.id, state.name, detail)
+        self.report(moved, detail)
+        return moved
+
+    def boundary(self) -> None:
+        """A step boundary on the forward path: honour a stop request here."""
+        if self.stop.requested:
+            raise StopRequested(f"stopped before the next step: {self.stop.reason}")
+
+
+def version_to_restore(transaction: Transaction) -> str:
+    """The version a rollback returns to: the one an upgrade left, or a rollback's target."""
+    version = (
+        transaction.from_version if transaction.kind is Kind.UPGRADE else transaction.to_version
+    )
+    if version is None:
+        raise SpecivodError(f"transaction {transaction.id} records no version to return to")
+    return version
+
+
+def version_being_installed(transaction: Transaction) -> str:
+    if transaction.to_version is None:
+        raise SpecivodError(f"transaction {transaction.id} records no target version")
+    return transaction.to_version

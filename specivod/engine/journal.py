@@ -1,0 +1,290 @@
+"""The upgrade journal: SQLite in the state dir, WAL mode, ``synchronous=FULL``.
+
+Each transaction (an upgrade, or a manual rollback) is one row with its current state; every step
+is appended to ``steps`` in the same SQLite transaction that moves the state, and committed before
+the step acts. The rows are also the history: from, to, backup, fingerprints, timings, outcome.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from specivod.domain.errors import JournalError
+from specivod.domain.states import RestoreMode, State, check_transition
+
+JOURNAL_NAME = "journal.sqlite3"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS transactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    restore_mode TEXT NOT NULL DEFAULT 'auto',
+    from_version TEXT,
+    to_version TEXT,
+    state TEXT NOT NULL,
+    backup_id TEXT,
+    fingerprint_before TEXT,
+    fingerprint_after TEXT,
+    restored INTEGER NOT NULL DEFAULT 0,
+    data_aside TEXT,
+    reason TEXT,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    transaction_id INTEGER NOT NULL REFERENCES transactions (id),
+    state TEXT NOT NULL,
+    at TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS steps_by_transaction ON steps (transaction_id, id);
+"""
+
+
+class Kind(StrEnum):
+    UPGRADE = "upgrade"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class Transaction:
+    id: int
+    kind: Kind
+    trigger: str
+    restore_mode: RestoreMode
+    from_version: str | None
+    to_version: str | None
+    state: State
+    backup_id: str | None
+    fingerprint_before: str | None
+    fingerprint_after: str | None
+    restored: bool
+    data_aside: str | None
+    reason: str | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Step:
+    state: State
+    at: datetime
+    detail: str
+
+
+_UPDATABLE = {
+    "backup_id",
+    "fingerprint_before",
+    "fingerprint_after",
+    "restored",
+    "data_aside",
+    "reason",
+}
+
+
+def _check_fields(updates: dict[str, str | bool | None]) -> None:
+    unknown = set(updates) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not journal fields: {sorted(unknown)}")
+
+
+def _row_to_transaction(row: sqlite3.Row) -> Transaction:
+    values = dict(row)
+    return Transaction(
+        id=values["id"],
+        kind=Kind(values["kind"]),
+        trigger=values["trigger"],
+        restore_mode=RestoreMode(values["restore_mode"]),
+        from_version=values["from_version"],
+        to_version=values["to_version"],
+        state=State(values["state"]),
+        backup_id=values["backup_id"],
+        fingerprint_before=values["fingerprint_before"],
+        fingerprint_after=values["fingerprint_after"],
+        restored=bool(values["restored"]),
+        data_aside=values["data_aside"],
+        reason=values["reason"],
+        started_at=datetime.fromisoformat(values["started_at"]),
+        updated_at=datetime.fromisoformat(values["updated_at"]),
+        finished_at=(
+            datetime.fromisoformat(values["finished_at"]) if values["finished_at"] else None
+        ),
+    )
+
+
+class Journal:
+    """Durable record of every transaction and step. One connection per instance."""
+
+    def __init__(self, state_dir: Path) -> None:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(state_dir / JOURNAL_NAME, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise JournalError(f"cannot open the journal in {state_dir}: {error}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot write the journal: {error}") from None
+
+    def begin(
+        self,
+        kind: Kind,
+        *,
+        trigger: str,
+        from_version: str | None,
+        to_version: str | None,
+        now: datetime,
+        restore_mode: RestoreMode = RestoreMode.AUTO,
+        detail: str = "",
+        **facts: str | bool | None,
+    ) -> Transaction:
+        """Open a transaction in PLANNED; ``facts`` are journal fields known from the start."""
+        _check_fields(facts)
+        stamp = now.astimezone(UTC).isoformat()
+        columns = {
+            "kind": kind.value,
+            "trigger": trigger,
+            "restore_mode": restore_mode.value,
+            "from_version": from_version,
+            "to_version": to_version,
+            "state": State.PLANNED.value,
+            "started_at": stamp,
+            "updated_at": stamp,
+            **facts,
+        }
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        with self._write() as db:
+            cursor = db.execute(
+                f"INSERT INTO transactions ({names}) VALUES ({marks})",  # noqa: S608
+                tuple(columns.values()),
+            )
+            transaction_id = int(cursor.lastrowid or 0)
+            db.execute(
+                "INSERT INTO steps (transaction_id, state, at, detail) VALUES (?, ?, ?, ?)",
+                (transaction_id, State.PLANNED.value, stamp, detail),
+            )
+        return self.get(transaction_id)
+
+    def advance(
+        self,
+        transaction: Transaction,
+        state: State,
+        *,
+        now: datetime,
+        detail: str = "",
+        **updates: str | bool | None,
+    ) -> Transaction:
+        """Move to ``state`` (a legal transition, or the same state when a step is resumed),
+        record the step, and commit before returning."""
+        if state is not transaction.state:
+            check_transition(transaction.state, state)
+        _check_fields(updates)
+        stamp = now.astimezone(UTC).isoformat()
+        assignments = {"state": state.value, "updated_at": stamp, **updates}
+        if state.is_terminal:
+            assignments["finished_at"] = stamp
+        columns = ", ".join(f"{column} = ?" for column in assignments)
+        with self._write() as db:
+            db.execute(
+                f"UPDATE transactions SET {columns} WHERE id = ?",  # noqa: S608 - fixed columns
+                (*assignments.values(), transaction.id),
+            )
+            db.execute(
+                "INSERT INTO steps (transaction_id, state, at, detail) VALUES (?, ?, ?, ?)",
+                (transaction.id, state.value, stamp, detail),
+            )
+        return self.get(transaction.id)
+
+    def record(self, transaction: Transaction, **updates: str | bool | None) -> Transaction:
+        """Store facts learned during a step (backup id, fingerprints) without moving state."""
+        _check_fields(updates)
+        columns = ", ".join(f"{column} = ?" for column in updates)
+        with self._write() as db:
+            db.execute(
+                f"UPDATE transactions SET {columns} WHERE id = ?",  # noqa: S608 - fixed columns
+                (*updates.values(), transaction.id),
+            )
+        return self.get(transaction.id)
+
+    def get(self, transaction_id: int) -> Transaction:
+        row = self._query_one("SELECT * FROM transactions WHERE id = ?", (transaction_id,))
+        if row is None:
+            raise JournalError(f"no transaction {transaction_id} in the journal")
+        return _row_to_transaction(row)
+
+    def unfinished(self) -> Transaction | None:
+        terminal = tuple(state.value for state in State if state.is_terminal)
+        marks = ", ".join("?" for _ in terminal)
+        row = self._query_one(
+            f"SELECT * FROM transactions WHERE state NOT IN ({marks}) "  # noqa: S608
+            "ORDER BY id DESC LIMIT 1",
+            terminal,
+        )
+        return _row_to_transaction(row) if row else None
+
+    def latest(self) -> Transaction | None:
+        row = self._query_one("SELECT * FROM transactions ORDER BY id DESC LIMIT 1", ())
+        return _row_to_transaction(row) if row else None
+
+    def last_succeeded_upgrade(self) -> Transaction | None:
+        row = self._query_one(
+            "SELECT * FROM transactions WHERE kind = ? AND state = ? ORDER BY id DESC LIMIT 1",
+            (Kind.UPGRADE.value, State.SUCCEEDED.value),
+        )
+        return _row_to_transaction(row) if row else None
+
+    def history(self, limit: int = 50) -> list[Transaction]:
+        rows = self._query("SELECT * FROM transactions ORDER BY id DESC LIMIT ?", (limit,))
+        return [_row_to_transaction(row) for row in rows]
+
+    def steps(self, transaction_id: int) -> list[Step]:
+        rows = self._query(
+            "SELECT state, at, detail FROM steps WHERE transaction_id = ? ORDER BY id",
+            (transaction_id,),
+        )
+        return [Step(State(r["state"]), datetime.fromisoformat(r["at"]), r["detail"]) for r in rows]
+
+    def _query(self, sql: str, parameters: tuple[object, ...]) -> list[sqlite3.Row]:
+        try:
+            with closing(self._db.execute(sql, parameters)) as cursor:
+                return list(cursor.fetchall())
+        except sqlite3.Error as error:
+            raise JournalError(f"cannot read the journal: {error}") from None
+
+    def _query_one(self, sql: str, parameters: tuple[object, ...]) -> sqlite3.Row | None:
+        rows = self._query(sql, parameters)
+        return rows[0] if rows else None

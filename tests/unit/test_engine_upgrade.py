@@ -1,0 +1,187 @@
+"""The upgrade transaction on fakes: every outcome, and the journal it leaves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from specivod.domain.errors import SpecivodError
+from specivod.domain.states import State
+from specivod.engine.service import NeedsAPerson, NothingToDo, WindowClosed
+from tests.unit.engine_kit import make_kit
+from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
+
+FORWARD = ["PLANNED", "BACKING_UP", "PULLING", "PINNED", "STARTING", "VERIFYING"]
+
+
+async def test_healthy_release_is_installed_and_journaled(tmp_path: Path) -> None:
+    kit = make_kit(tmp_path)
+
+    result = await kit.engine.upgrade(to="0.2.0")
+
+    transaction = result.transaction
+    assert transaction.state is State.SUCCEEDED
+    assert (transaction.from_version, transaction.to_version) == ("0.1.10", "0.2.0")
+    assert kit.world.pinned == kit.world.running == "0.2.0"
+    assert transaction.backup_id == "b1"
+    assert transaction.fingerprint_before == "schema-1"
+    assert kit.steps(transaction) == [*FORWARD, "SUCCEEDED"]
+    assert kit.world.calls[:4] == [
+        "backup (before upgrade to 0.2.0)",
+        "pull 0.2.0",
+        "pin 0.2.0",
+        "up 0.2.0",
+    ]
+    assert transaction.finished_at is not None
+
+
+async def test_policy_target_is_used_without_to(tmp_path: Path) -> None:
+    kit = make_kit(tmp_path)
+
+    result = await kit.engine.upgrade()
+
+    assert result.transaction.to_version == "0.2.3"
+
+
+async def test_never_healthy_release_rolls_back_without_restore(tmp_path: Path) -> None:
+    world = World(releases={"0.2.1": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, world)
+
+    transaction = (await kit.engine.upgrade(to="0.2.1")).transaction
+
+    assert transaction.state is State.ROLLED_BACK
+    assert not transaction.restored
+    assert kit.backups.restored == []
+    assert kit.world.pinned == kit.world.running == "0.1.10"
+    assert kit.steps(transaction) == [*FORWARD, "ROLLING_BACK", "ROLLED_BACK"]
+    assert "not healthy after 3 checks" in (transaction.reason or "")
+    assert kit.clock.slept == pytest.approx(4.0)  # 3 checks, 2 s apart
+
+
+async def test_release_that_migrates_then_fails_is_restored(tmp_path: Path) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3, data_change="converted")})
+    kit = make_kit(tmp_path, world)
+
+    transaction = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert transaction.state is State.ROLLED_BACK
+    assert transaction.restored
+    assert transaction.fingerprint_after == "schema-3"
+    assert transaction.data_aside == "/srv/data.replaced-b1"
+    assert (world.schema, world.data, world.rows) == (1, "original data", "original rows")
+    assert kit.steps(transaction) == [*FORWARD, "ROLLING_BACK", "RESTORING", "ROLLED_BACK"]
+    restore_at = world.calls.index("restore b1")
+    assert world.calls[restore_at - 1] == "stop api"
+    assert world.calls[restore_at + 1 :] == ["pin 0.1.10", "up 0.1.10"]
+
+
+async def test_failed_pull_aborts_before_touching_anything(tmp_path: Path) -> None:
+    world = World()
+    kit = make_kit(tmp_path, deployment=FakeDeployment(world, missing=["0.2.0"]))
+    serial = world.container_serial
+
+    transaction = (await kit.engine.upgrade(to="0.2.0")).transaction
+
+    assert transaction.state is State.ABORTED
+    assert world.pinned == world.running == "0.1.10"
+    assert world.container_serial == serial
+    assert not any(call.startswith(("pin", "up")) for call in world.calls)
+    assert kit.steps(transaction) == ["PLANNED", "BACKING_UP", "PULLING", "ABORTED"]
+
+
+async def test_failed_backup_means_no_upgrade(tmp_path: Path) -> None:
+    world = World()
+    kit = make_kit(tmp_path, world, backups=FakeBackups(world, create_fails=True))
+
+    transaction = (await kit.engine.upgrade(to="0.2.0")).transaction
+
+    assert transaction.state is State.ABORTED
+    assert "pg_dump" in (transaction.reason or "")
+    assert [call for call in world.calls if not call.startswith("backup")] == []
+
+
+async def test_compose_up_failure_rolls_back(tmp_path: Path) -> None:
+    world = World()
+    kit = make_kit(tmp_path, deployment=FakeDeployment(world, up_fails=True))
+
+    transaction = (await kit.engine.upgrade(to="0.2.0")).transaction
+
+    assert transaction.state is State.ROLLBACK_FAILED
+    assert world.pinned == "0.1.10"
+    assert "compose up failed" in (transaction.reason or "")
+
+
+async def test_rollback_that_cannot_restart_the_old_version_fails_loudly(tmp_path: Path) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
+    kit = make_kit(tmp_path, world, backups=FakeBackups(world, restore_fails=True))
+
+    transaction = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert transaction.state is State.ROLLBACK_FAILED
+    assert "pg_restore failed" in (transaction.reason or "")
+    assert any("ROLLBACK FAILED" in line for line in kit.reports)
+    with pytest.raises(NeedsAPerson):
+        await kit.engine.upgrade(to="0.2.0")
+
+
+async def test_stop_request_before_start_aborts_and_restores_env(tmp_path: Path) -> None:
+    kit = make_kit(tmp_path)
+    original_pin = kit.deployment.pin
+
+    def pin_then_stop(version: str) -> None:
+        original_pin(version)
+        if version == "0.2.0":
+            kit.stop.request("SIGTERM")
+
+    kit.deployment.pin = pin_then_stop  # type: ignore[method-assign]
+
+    transaction = (await kit.engine.upgrade(to="0.2.0")).transaction
+
+    assert transaction.state is State.ABORTED
+    assert "SIGTERM" in (transaction.reason or "")
+    assert kit.world.pinned == kit.world.running == "0.1.10"
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [
+        ("1.0.0", "is not a tag"),
+        ("0.3.0", "not an upgrade of at most one minor step"),
+        ("0.1.9", "not an upgrade"),
+        ("latest", "not a semver version"),
+    ],
+)
+async def test_explicit_target_must_fit_the_policy(tmp_path: Path, to: str, message: str) -> None:
+    kit = make_kit(tmp_path)
+
+    with pytest.raises(SpecivodError, match=message):
+        await kit.engine.upgrade(to=to)
+
+    assert kit.journal.latest() is None
+    assert kit.world.calls == []
+
+
+async def test_force_allows_a_larger_step(tmp_path: Path) -> None:
+    kit = make_kit(tmp_path)
+
+    transaction = (await kit.engine.upgrade(to="0.3.0", force=True)).transaction
+
+    assert transaction.state is State.SUCCEEDED
+
+
+async def test_up_to_date_deployment_has_nothing_to_do(tmp_path: Path) -> None:
+    kit = make_kit(tmp_path, World(pinned="0.3.0", running="0.3.0"))
+
+    with pytest.raises(NothingToDo, match="newest version allowed"):
+        await kit.engine.upgrade()
+
+
+async def test_closed_window_blocks_unattended_upgrades_only(tmp_path: Path) -> None:
+    kit = make_kit(tmp_path, windows=[])
+
+    with pytest.raises(WindowClosed, match="never"):
+        await kit.engine.upgrade(to="0.2.0")
+    transaction = (await kit.engine.upgrade(to="0.2.0", ignore_window=True)).transaction
+
+    assert transaction.state is State.SUCCEEDED

@@ -1,0 +1,82 @@
+"""The journal: durable, ordered, and strict about transitions."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from specivod.domain.states import TRANSITIONS, IllegalTransition, State
+from specivod.engine.journal import JOURNAL_NAME, Journal, Kind
+
+NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
+
+
+def test_transactions_survive_reopening_with_their_steps(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    begun = journal.begin(
+        Kind.UPGRADE, trigger="manual", from_version="0.1.10", to_version="0.2.0", now=NOW
+    )
+    moved = journal.advance(begun, State.BACKING_UP, now=NOW + timedelta(seconds=1), detail="d")
+    journal.record(moved, backup_id="b1", fingerprint_before="f1")
+    journal.close()
+
+    reopened = Journal(tmp_path)
+    unfinished = reopened.unfinished()
+    assert unfinished is not None
+    assert (unfinished.state, unfinished.backup_id, unfinished.fingerprint_before) == (
+        State.BACKING_UP,
+        "b1",
+        "f1",
+    )
+    assert [(s.state, s.detail) for s in reopened.steps(unfinished.id)] == [
+        (State.PLANNED, ""),
+        (State.BACKING_UP, "d"),
+    ]
+
+
+def test_journal_uses_wal_and_full_sync(tmp_path: Path) -> None:
+    Journal(tmp_path).close()
+    with sqlite3.connect(tmp_path / JOURNAL_NAME) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_illegal_transition_is_refused_and_not_recorded(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    begun = journal.begin(Kind.UPGRADE, trigger="t", from_version="a", to_version="b", now=NOW)
+
+    with pytest.raises(IllegalTransition):
+        journal.advance(begun, State.SUCCEEDED, now=NOW)
+
+    assert journal.get(begun.id).state is State.PLANNED
+    assert len(journal.steps(begun.id)) == 1
+
+
+def test_terminal_state_sets_finished_and_ends_unfinished(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    begun = journal.begin(Kind.UPGRADE, trigger="t", from_version="a", to_version="b", now=NOW)
+    done = journal.advance(begun, State.ABORTED, now=NOW + timedelta(seconds=5))
+
+    assert done.finished_at is not None and done.duration_seconds == 5
+    assert journal.unfinished() is None
+
+
+def test_unknown_fields_are_rejected(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    begun = journal.begin(Kind.UPGRADE, trigger="t", from_version="a", to_version="b", now=NOW)
+    with pytest.raises(ValueError, match="not journal fields"):
+        journal.record(begun, state="succeeded")
+
+
+def test_every_state_is_reachable_and_terminal_states_are_final() -> None:
+    reachable = {State.PLANNED}
+    frontier = [State.PLANNED]
+    while frontier:
+        for following in TRANSITIONS[frontier.pop()]:
+            if following not in reachable:
+                reachable.add(following)
+                frontier.append(following)
+    assert reachable == set(State)
+    assert all(not TRANSITIONS[state] for state in State if state.is_terminal)
