@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
+    AfterValidator,
     BeforeValidator,
     ByteSize,
     ConfigDict,
@@ -45,6 +46,22 @@ Duration = Annotated[
 ]
 
 
+def _secret_file(path: Path) -> Path:
+    """A readable, non-empty file; its content is read once, by the section that needs it."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot read secret file {path}: {error.strerror}") from None
+    if size == 0:
+        raise ValueError(f"secret file {path} is empty")
+    return path
+
+
+SecretFile = Annotated[Path, AfterValidator(_secret_file)]
+
+
 def _read_secret(path: Path) -> SecretStr:
     try:
         content = path.read_text(encoding="utf-8").strip()
@@ -62,7 +79,7 @@ class Section(BaseModel):
 class RegistrySettings(Section):
     image: str = Field(description="Repository without tag, e.g. docker.io/specivo/specivo.")
     username: str | None = Field(None, description="Registry user; needs password_file.")
-    password_file: Path | None = Field(None, description="File holding the registry password.")
+    password_file: SecretFile | None = Field(None, description="File holding the password.")
     docker_config: Path | None = Field(
         None,
         description="A docker config.json (auths, credsStore, credHelpers). Default: "
@@ -105,13 +122,14 @@ class PolicySettings(Section):
     prerelease: bool = Field(False, description="Allow pre-release versions.")
     step: Step = Field(Step.MINOR, description="Largest move per upgrade: patch|minor|major|any.")
 
-    @model_validator(mode="after")
-    def _valid_range(self) -> PolicySettings:
+    @field_validator("range")
+    @classmethod
+    def _valid_range(cls, value: str) -> str:
         try:
-            self.version_policy()
+            VersionPolicy(range=value)
         except PolicyError as error:
             raise ValueError(str(error)) from None
-        return self
+        return value
 
     def version_policy(self) -> VersionPolicy:
         return VersionPolicy(range=self.range, prerelease=self.prerelease, step=self.step)
@@ -232,7 +250,7 @@ class HttpSettings(Section):
         pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\[\]]+):\d{1,5}$",
         description="host:port",
     )
-    token_file: Path | None = Field(None, description="Bearer token for the webhook endpoint.")
+    token_file: SecretFile | None = Field(None, description="Bearer token for the webhook.")
     _token: SecretStr | None = PrivateAttr(None)
 
     @model_validator(mode="after")
