@@ -15,6 +15,7 @@ from specivod.commands import exit_codes
 from specivod.commands.output import error
 from specivod.config_loader import load_settings
 from specivod.domain.errors import ConfigError, SpecivodError
+from specivod.domain.states import RestoreMode
 from specivod.settings import DEFAULT_CONFIG, Settings
 
 Handler = Callable[[Settings, argparse.Namespace], Awaitable[int] | int]
@@ -38,6 +39,32 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="deployed version, allowed versions, next target")
     check.add_argument("--json", action="store_true", help="one JSON object on stdout")
     check.set_defaults(handler=_check)
+
+    upgrade = commands.add_parser("upgrade", help="one upgrade, rolled back if it fails")
+    upgrade.add_argument("--to", metavar="VERSION", help="this version instead of the policy's")
+    upgrade.add_argument("--now", action="store_true", help="ignore the maintenance window")
+    upgrade.add_argument(
+        "--force", action="store_true", help="allow --to outside the range or step"
+    )
+    upgrade.set_defaults(handler=_upgrade)
+
+    rollback = commands.add_parser("rollback", help="back to the version before the last upgrade")
+    rollback.add_argument(
+        "--restore",
+        choices=[mode.value for mode in RestoreMode],
+        default=RestoreMode.AUTO.value,
+        help="restore database and data dir: auto (when the schema changed), always, never",
+    )
+    rollback.set_defaults(handler=_rollback)
+
+    status = commands.add_parser("status", help="the current or last upgrade, from the journal")
+    status.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    status.set_defaults(handler=_status)
+
+    history = commands.add_parser("history", help="past upgrades and rollbacks")
+    history.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    history.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    history.set_defaults(handler=_history)
 
     backup = commands.add_parser("backup", help="back up the database and the data dir now")
     backup.set_defaults(handler=_backup)
@@ -66,6 +93,30 @@ async def _check(settings: Settings, arguments: argparse.Namespace) -> int:
 
     async with registry_from_settings(settings.registry) as registry:
         return await check(settings, registry, SystemClock(), arguments.json)
+
+
+async def _upgrade(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.upgrade import upgrade
+
+    return await upgrade(settings, to=arguments.to, now=arguments.now, force=arguments.force)
+
+
+async def _rollback(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.upgrade import rollback
+
+    return await rollback(settings, restore=RestoreMode(arguments.restore))
+
+
+def _status(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.status import status
+
+    return status(settings, arguments.json)
+
+
+def _history(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.status import history
+
+    return history(settings, arguments.json, arguments.limit)
 
 
 async def _backup(settings: Settings, arguments: argparse.Namespace) -> int:
