@@ -15,8 +15,8 @@ WEEKEND_NIGHTS = Window(frozenset({5, 6}), time(2, 0), time(5, 0), BERLIN)
 OVERNIGHT = Window(frozenset({4}), time(22, 0), time(2, 0), ZoneInfo("UTC"))
 
 
-def berlin(*args: int) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)  # type: ignore[misc]
+def berlin(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 def test_open_inside_and_closed_outside() -> None:

@@ -1,0 +1,227 @@
+"""The registry client: tags and manifest digests of one repository over the distribution API v2."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from yarl import URL
+
+from specivod.adapters.clock import Clock, SystemClock
+from specivod.adapters.registry.auth import Authenticator, TokenGrant
+from specivod.adapters.registry.challenge import (
+    Challenge,
+    ChallengeSyntaxError,
+    parse_header_values,
+)
+from specivod.adapters.registry.credentials import (
+    Anonymous,
+    Credentials,
+    CredentialSource,
+    StaticCredentials,
+)
+from specivod.adapters.registry.tokens import fetch_token
+from specivod.adapters.registry.transport import Reply, Transport
+from specivod.domain.errors import (
+    RegistryAuthError,
+    RegistryNotFound,
+    RegistryProtocolError,
+)
+from specivod.domain.references import ImageReference
+from specivod.retrying import RetryPolicy
+
+Scheme = Literal["auto", "https", "http"]
+
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
+
+
+def _error_detail(body: bytes) -> str:
+    """The first ``errors[]`` entry of a distribution error body, if there is one."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        first = errors[0]
+        return f": {first.get('code', '')} {first.get('message', '')}".rstrip()
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return ""
+
+
+class RegistryClient:
+    """Read-only client for one repository; implements ``adapters.protocols.Registry``.
+
+    Use it as an async context manager (or call ``close()``) so its HTTP session is released.
+    ``requests`` counts every HTTP request sent, token requests and retries included.
+    """
+
+    def __init__(
+        self,
+        reference: ImageReference,
+        *,
+        credentials: CredentialSource | Credentials | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        page_size: int = 100,
+        scheme: Scheme = "auto",
+        clock: Clock | None = None,
+    ) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.reference = reference
+        self.page_size = page_size
+        if scheme == "auto":
+            scheme = "http" if reference.is_loopback else "https"
+        self.base_url = URL(f"{scheme}://{reference.api_host}")
+        if isinstance(credentials, Credentials):
+            credentials = StaticCredentials(credentials)
+        clock = clock or SystemClock()
+        self._where = f"registry {reference.api_host}, repository {reference.path}"
+        self._transport = Transport(
+            where=self._where, timeout=timeout, retry=retry or RetryPolicy(), clock=clock
+        )
+        self._auth = Authenticator(
+            credentials or Anonymous(), self._fetch_token, clock, where=self._where
+        )
+
+    @property
+    def requests(self) -> int:
+        return self._transport.requests
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    async def list_tags(self) -> list[str]:
+        tags: dict[str, None] = {}
+        url: URL | None = self._api("tags/list").with_query(n=str(self.page_size))
+        seen: set[URL] = set()
+        while url is not None:
+            if url in seen:
+                raise self._protocol_error(f"the tag list's Link header loops back to {url}")
+            seen.add(url)
+            reply = await self._get_ok(url, accept="application/json", what="repository")
+            page = self._tags_page(reply)
+            known = len(tags)
+            tags.update(dict.fromkeys(page))
+            url = reply.next_link
+            if url is not None:
+                if url.origin() != self.base_url.origin():
+                    raise self._protocol_error(
+                        f"the tag list's next page is on another host: {url}"
+                    )
+                if len(tags) == known:
+                    raise self._protocol_error(f"a tag list page without new tags links to {url}")
+        return list(tags)
+
+    async def manifest_digest(self, tag: str) -> str:
+        if not _TAG.fullmatch(tag):
+            raise RegistryNotFound(f"{self._where}: {tag!r} is not a valid tag")
+        url = self._api(f"manifests/{tag}")
+        accept = ", ".join(MANIFEST_MEDIA_TYPES)
+        reply = await self._request("HEAD", url, accept=accept)
+        self._check(reply, what=f"tag {tag!r}")
+        digest = reply.headers.get("Docker-Content-Digest")
+        if digest is None:
+            reply = await self._get_ok(url, accept=accept, what=f"tag {tag!r}")
+            digest = reply.headers.get("Docker-Content-Digest")
+            if digest is None:
+                return "sha256:" + hashlib.sha256(reply.body).hexdigest()
+        if not _DIGEST.fullmatch(digest):
+            raise self._protocol_error(f"tag {tag!r} has a malformed digest {digest!r}")
+        return digest
+
+    def _api(self, suffix: str) -> URL:
+        return self.base_url.with_path(f"/v2/{self.reference.path}/{suffix}")
+
+    def _protocol_error(self, detail: str) -> RegistryProtocolError:
+        return RegistryProtocolError(f"{self._where}: {detail}")
+
+    async def _get_ok(self, url: URL, *, accept: str, what: str) -> Reply:
+        reply = await self._request("GET", url, accept=accept)
+        self._check(reply, what=what)
+        return reply
+
+    def _check(self, reply: Reply, *, what: str) -> None:
+        if 200 <= reply.status < 300:
+            return
+        detail = _error_detail(reply.body)
+        if reply.status == HTTPStatus.NOT_FOUND:
+            raise RegistryNotFound(f"{self._where}: {what} not found{detail}")
+        if reply.status == HTTPStatus.FORBIDDEN:
+            raise RegistryAuthError(
+                f"{self._where}: access denied (403) to {self._auth.identity()}{detail}"
+            )
+        target = reply.url.with_query(None)
+        raise self._protocol_error(
+            f"unexpected answer {reply.status} {reply.reason} to {target}{detail}"
+        )
+
+    async def _request(self, method: str, url: URL, *, accept: str) -> Reply:
+        """One request, answering at most one auth challenge (a second 401 is a refusal)."""
+        for challenge_round in range(2):
+            headers = {"Accept": accept}
+            authorization = await self._auth.header()
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            reply = await self._transport.exchange(method, url, headers=headers)
+            if reply.status != HTTPStatus.UNAUTHORIZED:
+                return reply
+            challenges = self._challenges(reply)
+            if challenge_round == 1 or not challenges:
+                break
+            self._auth.challenged(challenges)
+        raise RegistryAuthError(
+            f"{self._where}: the registry refused {self._auth.identity()} (401)"
+            f"{_error_detail(reply.body)}"
+        )
+
+    def _challenges(self, reply: Reply) -> list[Challenge]:
+        try:
+            return parse_header_values(reply.headers.getall("WWW-Authenticate", []))
+        except ChallengeSyntaxError as error:
+            raise self._protocol_error(f"unreadable WWW-Authenticate header: {error}") from None
+
+    def _tags_page(self, reply: Reply) -> list[str]:
+        try:
+            document: Any = json.loads(reply.body)
+        except ValueError as error:
+            raise self._protocol_error(f"the tag list is not valid JSON: {error}") from None
+        if not isinstance(document, dict) or "tags" not in document:
+            raise self._protocol_error("the tag list has no 'tags' array")
+        tags = document["tags"]
+        if tags is None:
+            return []
+        if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+            raise self._protocol_error("the tag list has no 'tags' array of strings")
+        return tags
+
+    async def _fetch_token(
+        self, challenge: Challenge, credentials: Credentials | None
+    ) -> TokenGrant:
+        return await fetch_token(
+            self._transport,
+            challenge,
+            credentials,
+            scope=f"repository:{self.reference.path}:pull",
+            where=self._where,
+            identity=self._auth.identity,
+        )
