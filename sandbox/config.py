@@ -8,6 +8,9 @@ import tomli_w
 
 from sandbox.deployment import SandboxDeployment
 
+HEALTH_RETRIES = 12
+HEALTH_INTERVAL_SECONDS = 1
+
 
 def specivod_config(
     deployment: SandboxDeployment, state_root: Path, **sections: dict[str, object]
@@ -21,8 +24,8 @@ def specivod_config(
         "health": {
             "service": "api",
             "url": f"http://127.0.0.1:{deployment.api_port}/healthz",
-            "retries": 20,
-            "interval": "1s",
+            "retries": HEALTH_RETRIES,
+            "interval": f"{HEALTH_INTERVAL_SECONDS}s",
             "timeout": "2s",
             "smoke": [
                 {

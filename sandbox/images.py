@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import tarfile
 import tempfile
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from sandbox.releases import RELEASES, Release
 from sandbox.rootfs import write_rootfs
 
 FILES = Path(__file__).parent / "files"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 BASE = "specivo-sandbox/base:1"
 API_BASE = "specivo-sandbox/api-base:1"
 HEALTHCHECK = (
@@ -133,7 +136,23 @@ def build_and_push(
         tag = _build_release(client, names, release)
         _push(client, tag)
         forget(client, tag)
+        if release.blob_missing:
+            lose_top_layer(registry, "specivo/specivo", release.version)
     return names
+
+
+def lose_top_layer(registry: str, repository: str, tag: str) -> None:
+    """Delete the tag's last layer blob from the registry, as a failed storage would."""
+    manifest_url = f"http://{registry}/v2/{repository}/manifests/{tag}"
+    request = urllib.request.Request(manifest_url, headers={"Accept": DOCKER_MANIFEST})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        layer = json.load(response)["layers"][-1]["digest"]
+    delete = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/blobs/{layer}", method="DELETE"
+    )
+    with urllib.request.urlopen(delete, timeout=10) as response:
+        if response.status != 202:
+            raise RuntimeError(f"registry refused to delete {layer}: {response.status}")
 
 
 def forget(client: docker.DockerClient, reference: str) -> None:

@@ -19,6 +19,8 @@ class Release:
     behaviour: Behaviour
     schema: int
     start_delay: int = 0
+    blob_missing: bool = False
+    """Listed in the registry, but its top layer was lost: every pull fails."""
 
     def release_file(self) -> str:
         return (
@@ -35,6 +37,7 @@ RELEASES = (
     Release("0.2.1", Behaviour.NEVER_HEALTHY, 1),
     Release("0.2.2", Behaviour.SLOW, 1, start_delay=6),
     Release("0.2.3", Behaviour.MIGRATE_THEN_FAIL, 3),
+    Release("0.2.4", Behaviour.HEALTHY, 1, blob_missing=True),
     Release("0.3.0-rc.1", Behaviour.HEALTHY, 2),
 )
 BY_VERSION = {release.version: release for release in RELEASES}
@@ -43,5 +46,6 @@ HEALTHY_UPGRADE = "0.2.0"
 NEVER_HEALTHY = "0.2.1"
 SLOW = "0.2.2"
 MIGRATES_THEN_FAILS = "0.2.3"
+UNPULLABLE = "0.2.4"
 MISSING = "0.2.9"
-"""A tag that exists nowhere: its pull fails."""
+"""A tag that exists nowhere."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,19 +54,38 @@ class Specivod:
 
     config: Path
 
-    def __call__(self, *arguments: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *arguments: str, timeout: float = 300, crash_after: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``specivod --config CONFIG arguments...``; with ``crash_after`` (a state name),
+        the process kills itself with SIGKILL right after journaling that state."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("SPECIVO")}
+        runner = ["tests.e2e.crash_runner", crash_after] if crash_after else ["specivod"]
         return subprocess.run(
-            [sys.executable, "-m", "specivod", "--config", str(self.config), *arguments],
+            [sys.executable, "-m", *runner, "--config", str(self.config), *arguments],
             capture_output=True,
             text=True,
             timeout=timeout,
             env=environment,
             check=False,
+            cwd=Path(__file__).parent.parent,
         )
 
 
+SpecivodFactory = Callable[..., Specivod]
+
+
 @pytest.fixture
-def specivod(deployment: SandboxDeployment, tmp_path: Path) -> Specivod:
-    config = specivod_config(deployment, tmp_path)
-    return Specivod(write_config(tmp_path / "specivod.toml", config))
+def specivod_with(deployment: SandboxDeployment, tmp_path: Path) -> SpecivodFactory:
+    """``specivod_with(backup={"keep": 1})``: the CLI with some config sections changed."""
+
+    def make(**sections: dict[str, object]) -> Specivod:
+        config = specivod_config(deployment, tmp_path, **sections)
+        return Specivod(write_config(tmp_path / "specivod.toml", config))
+
+    return make
+
+
+@pytest.fixture
+def specivod(specivod_with: SpecivodFactory) -> Specivod:
+    return specivod_with()

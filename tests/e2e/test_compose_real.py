@@ -8,8 +8,9 @@ import time
 import pytest
 
 from sandbox.deployment import SandboxDeployment
-from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MISSING
-from specivod.adapters.compose import ComposeDeployment, ServiceState
+from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MISSING, UNPULLABLE
+from specivod.adapters.compose import ComposeDeployment
+from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.settings import DeploymentSettings
 
@@ -46,13 +47,16 @@ async def test_pin_pull_up_replaces_the_running_image(deployment: SandboxDeploym
     assert adapter.pinned_version() == HEALTHY_UPGRADE
 
 
-async def test_failed_pull_touches_neither_env_nor_container(deployment: SandboxDeployment) -> None:
+@pytest.mark.parametrize("version", [MISSING, UNPULLABLE])
+async def test_failed_pull_touches_neither_env_nor_container(
+    deployment: SandboxDeployment, version: str
+) -> None:
     adapter = _adapter(deployment)
     env_before = deployment.env_file.read_bytes()
     before = await adapter.service_state("api")
 
     with pytest.raises(DeploymentError, match="pull"):
-        await adapter.pull(MISSING)
+        await adapter.pull(version)
 
     after = await adapter.service_state("api")
     assert deployment.env_file.read_bytes() == env_before

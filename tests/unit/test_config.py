@@ -129,3 +129,10 @@ def test_config_show_masks_secrets(config: Path, capsys: pytest.CaptureFixture[s
 
     assert main(["--config", str(config), "config", "show"]) == 0
     assert "hunter2" not in capsys.readouterr().out
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent.parent / "config" / "specivod.example.toml"
+    settings = load_settings(example)
+    assert settings.registry.reference.api_host == "registry-1.docker.io"
+    assert settings.windows()
