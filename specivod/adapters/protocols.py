@@ -105,8 +105,11 @@ class RestoreRecord(Protocol):
 class Backups(Protocol):
     """Database dump plus data-dir archive, restore, and the schema fingerprint."""
 
-    async def create(self, *, version: str | None, reason: str) -> BackupRecord:
-        """A new valid backup, or ``BackupError`` (and no backup marked valid)."""
+    async def create(
+        self, *, version: str | None, reason: str, protect: Sequence[str] = ()
+    ) -> BackupRecord:
+        """A new valid backup, or ``BackupError`` (and no backup marked valid). Retention after
+        it never deletes the backups named in ``protect``."""
         ...
 
     async def restore(self, backup_id: str) -> RestoreRecord:

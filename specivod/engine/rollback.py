@@ -58,7 +58,9 @@ async def restore_and_start(context: Context, transaction: Transaction, why: str
         await context.deployment.stop(services)
         if transaction.kind is Kind.ROLLBACK:
             safety = await context.backups.create(
-                version=transaction.from_version, reason="state replaced by a manual rollback"
+                version=transaction.from_version,
+                reason="state replaced by a manual rollback",
+                protect=[backup_id],
             )
             context.report(transaction, f"the state being replaced is kept in backup {safety.id}")
         restored = await context.backups.restore(backup_id)

@@ -120,9 +120,13 @@ class FakeBackups:
         self.restore_fails = restore_fails
         self.backups = world.backups
         self.restored: list[str] = []
+        self.protected: list[list[str]] = []
 
-    async def create(self, *, version: str | None, reason: str) -> FakeBackup:
+    async def create(
+        self, *, version: str | None, reason: str, protect: Sequence[str] = ()
+    ) -> FakeBackup:
         self.world.calls.append(f"backup ({reason})")
+        self.protected.append(list(protect))
         if self.create_fails:
             raise BackupError("pg_dump exited with 1")
         backup = FakeBackup(

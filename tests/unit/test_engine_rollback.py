@@ -38,6 +38,7 @@ async def test_rollback_after_a_schema_change_restores_and_keeps_a_safety_backup
     assert world.schema == 1
     safety = [b for b in kit.backups.backups.values() if b.rows == "rows written after the upgrade"]
     assert len(safety) == 1, "the replaced state must survive in a backup"
+    assert kit.backups.protected[-1] == [upgrade.backup_id], "retention must spare the restore"
     assert kit.steps(rollback) == ["PLANNED", "ROLLING_BACK", "RESTORING", "ROLLED_BACK"]
 
 

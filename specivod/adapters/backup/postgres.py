@@ -1,0 +1,217 @@
+"""PostgreSQL in the database service, reached only through ``docker compose exec -T``: dump,
+validate, restore, size, and the schema fingerprint.
+
+A dump goes from the container to the file directly (the file is the stdout of the compose
+process), and a restore reads the file as its stdin; no dump byte passes through this process.
+Connections go to the server's socket in its default directory first and to 127.0.0.1 second
+(libpq tries each host in turn), so both the official image and a TCP-only server work; the port
+comes from ``PGPORT`` in the container when it is set there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from specivod.adapters.backup import leftovers
+from specivod.adapters.backup.files import create_private_file
+from specivod.adapters.backup.leftovers import relations_in
+from specivod.adapters.backup.runner import ComposeRunner
+from specivod.adapters.process import Completed
+from specivod.domain.errors import BackupError, DeploymentError
+from specivod.settings import BackupSettings
+
+log = logging.getLogger(__name__)
+
+HOSTS = "/var/run/postgresql,127.0.0.1"
+_POLL_SECONDS = 0.5
+_NOISE_PREFIXES = ("--", "\\restrict", "\\unrestrict")
+"""Lines of ``pg_dump --schema-only`` that change from run to run without a schema change:
+comments (server and dump versions) and psql's random per-dump ``\\restrict`` key."""
+
+Position = Callable[[int], None]
+
+
+def _schema_line_matters(line: bytes) -> bool:
+    text = line.strip()
+    return bool(text) and not text.decode(errors="replace").startswith(_NOISE_PREFIXES)
+
+
+class PostgresDatabase:
+    def __init__(self, runner: ComposeRunner, settings: BackupSettings) -> None:
+        self._runner = runner
+        self._settings = settings
+
+    @property
+    def _connection(self) -> list[str]:
+        return ["-h", HOSTS, "-U", self._settings.database_user]
+
+    @property
+    def dump_format(self) -> str:
+        return "custom" if self._settings.dump_command is None else "configured"
+
+    def dump_command(self) -> list[str]:
+        if self._settings.dump_command is not None:
+            return list(self._settings.dump_command)
+        return ["pg_dump", "-Fc", *self._connection, "-d", self._settings.database_name]
+
+    def restore_command(self) -> list[str]:
+        if self._settings.restore_command is not None:
+            return list(self._settings.restore_command)
+        return [
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            *self._connection,
+            "-d",
+            self._settings.database_name,
+        ]
+
+    async def _exec(
+        self,
+        command: Sequence[str],
+        *,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+    ) -> Completed:
+        try:
+            return await self._runner.compose(
+                "exec", "-T", self._settings.database_service, *command, stdin=stdin, stdout=stdout
+            )
+        except DeploymentError as error:
+            raise BackupError(str(error)) from None
+
+    async def dump(self, target: Path, written: Position | None = None) -> None:
+        """Dump into the new file ``target`` (0600), fsynced; ``BackupError`` when the command
+        fails or writes nothing."""
+        with create_private_file(target) as stream:
+            async with _reporting(stream, written, _written_size):
+                result = await self._exec(self.dump_command(), stdout=stream)
+            if not result.ok:
+                raise BackupError(f"database dump failed: {result.describe()}")
+            stream.flush()
+            os.fsync(stream.fileno())
+            if os.fstat(stream.fileno()).st_size == 0:
+                raise BackupError(f"database dump is empty: `{' '.join(self.dump_command())}`")
+
+    async def validate(self, dump: Path) -> list[str]:
+        """The dump's table of contents (``pg_restore --list``); ``BackupError`` when it is
+        not a valid archive."""
+        with dump.open("rb") as stream:
+            result = await self._exec(["pg_restore", "--list"], stdin=stream)
+        entries = [line for line in result.stdout.splitlines() if line and line[0] != ";"]
+        if not result.ok or not entries:
+            reason = result.describe() if not result.ok else "empty table of contents"
+            raise BackupError(f"database dump {dump} is not a valid archive: {reason}")
+        return entries
+
+    async def restore(self, dump: Path, read: Position | None = None) -> None:
+        """Replace the database's contents with the dump; the restore itself is one transaction,
+        after the relations the dump lacks were dropped (see ``leftovers``)."""
+        kept = relations_in(await self.validate(dump))
+        result = await self._exec(self._psql(leftovers.drop_missing_sql(kept)))
+        if not result.ok:
+            raise BackupError(
+                f"cannot drop the relations the backup does not have: {result.describe()}"
+            )
+        for notice in result.stderr.splitlines():
+            log.info("%s", notice)
+        with dump.open("rb") as stream:
+            async with _reporting(stream, read, _read_position):
+                result = await self._exec(self.restore_command(), stdin=stream)
+        if not result.ok:
+            raise BackupError(f"database restore failed: {result.describe()}")
+
+    async def size(self) -> int:
+        """``pg_database_size`` of the database."""
+        query = "SELECT pg_database_size(current_database())"
+        output = await self._query(query)
+        try:
+            return int(output.strip())
+        except ValueError:
+            raise BackupError(f"unexpected answer to {query!r}: {output[:200]!r}") from None
+
+    async def fingerprint(self) -> str:
+        """``sha256:<hex>`` of the configured query's output, or of the schema-only dump without
+        its comments and blank lines."""
+        if self._settings.fingerprint_query is not None:
+            output = await self._query(self._settings.fingerprint_query)
+            return "sha256:" + hashlib.sha256(output.strip().encode()).hexdigest()
+        command = [
+            "pg_dump",
+            "--schema-only",
+            *self._connection,
+            "-d",
+            self._settings.database_name,
+        ]
+        digest = hashlib.sha256()
+        with tempfile.TemporaryFile() as schema:
+            result = await self._exec(command, stdout=schema)
+            if not result.ok:
+                raise BackupError(f"cannot read the database schema: {result.describe()}")
+            schema.seek(0)
+            for line in schema:
+                if _schema_line_matters(line):
+                    digest.update(line.rstrip() + b"\n")
+        return "sha256:" + digest.hexdigest()
+
+    def _psql(self, sql: str) -> list[str]:
+        return [
+            "psql",
+            "-X",
+            "-qAt",
+            "-v",
+            "ON_ERROR_STOP=1",
+            *self._connection,
+            "-d",
+            self._settings.database_name,
+            "-c",
+            sql,
+        ]
+
+    async def _query(self, sql: str) -> str:
+        result = await self._exec(self._psql(sql))
+        if not result.ok:
+            raise BackupError(f"database query failed: {result.describe()}")
+        return result.stdout
+
+
+def _written_size(stream: BinaryIO) -> int:
+    return os.fstat(stream.fileno()).st_size
+
+
+def _read_position(stream: BinaryIO) -> int:
+    # The child process shares this open file description, so its offset is the child's.
+    return os.lseek(stream.fileno(), 0, os.SEEK_CUR)
+
+
+@contextlib.asynccontextmanager
+async def _reporting(
+    stream: BinaryIO, report: Position | None, measure: Callable[[BinaryIO], int]
+) -> AsyncIterator[None]:
+    """While the block runs, report how far a child process got in ``stream``."""
+    if report is None:
+        yield
+        return
+
+    async def poll() -> None:
+        while True:
+            report(measure(stream))
+            await asyncio.sleep(_POLL_SECONDS)
+
+    task = asyncio.create_task(poll())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        report(measure(stream))

@@ -1,0 +1,189 @@
+"""``specivod backup``, ``specivod backups [--json]`` and ``specivod restore ID``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import NoReturn
+
+from tqdm import tqdm
+
+from specivod.adapters.backup import (
+    BackupManifest,
+    Backups,
+    Progress,
+    RestoreResult,
+    backups_in,
+)
+from specivod.adapters.compose import ComposeDeployment
+from specivod.commands import exit_codes
+from specivod.commands.output import emit_json, error, say
+from specivod.domain.errors import SpecivodError
+from specivod.engine.lock import host_lock
+from specivod.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _ProgressBars:
+    """One tqdm bar per phase, on stderr."""
+
+    def __init__(self) -> None:
+        self._phase: str | None = None
+        self._bar: tqdm[NoReturn] | None = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        bar = self._bar
+        if phase != self._phase or bar is None:
+            self.close()
+            self._phase = phase
+            bar = self._bar = tqdm(
+                desc=phase,
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=sys.stderr,
+            )
+        if total is not None and done > total:
+            bar.total = done
+        bar.n = done
+        bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextlib.contextmanager
+def _progress(show: bool) -> Iterator[Progress | None]:
+    if not show:
+        yield None
+        return
+    bars = _ProgressBars()
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
+def _size(count: int) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, unit = float(count), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{count} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+async def backup(settings: Settings, *, show_progress: bool) -> int:
+    deployment = ComposeDeployment(settings.deployment)
+    backups = Backups(settings.backup, deployment)
+    try:
+        with host_lock(settings.state.dir, "backup"), _progress(show_progress) as progress:
+            manifest = await backups.create(
+                version=deployment.pinned_version(), reason="manual", progress=progress
+            )
+    except SpecivodError as problem:
+        error(f"backup failed, no backup was kept: {problem}")
+        return exit_codes.FAILED
+    finally:
+        deployment.close()
+    say(
+        f"backup {manifest.id} created in {backups.path(manifest.id)} "
+        f"({manifest.durations.total_seconds:.1f} s): database {_size(manifest.database.size)}, "
+        f"data dir {_size(manifest.data_dir.size)} ({manifest.data_dir.file_count} files); "
+        f"version {manifest.version or 'unknown'}"
+    )
+    return exit_codes.OK
+
+
+def list_backups(settings: Settings, as_json: bool) -> int:
+    manifests = backups_in(settings.backup.dir)
+    if as_json:
+        emit_json(
+            {
+                "directory": str(settings.backup.dir),
+                "backups": [manifest.to_json() for manifest in manifests],
+            }
+        )
+        return exit_codes.OK
+    if not manifests:
+        say(f"no backups in {settings.backup.dir}")
+        return exit_codes.OK
+    say(f"{'ID':<20} {'CREATED (UTC)':<20} {'VERSION':<12} {'SIZE':>10}  REASON")
+    for manifest in manifests:
+        say(_row(manifest))
+    return exit_codes.OK
+
+
+def _row(manifest: BackupManifest) -> str:
+    created = manifest.created_at.strftime("%Y-%m-%d %H:%M:%S")
+    return (
+        f"{manifest.id:<20} {created:<20} {manifest.version or '-':<12} "
+        f"{_size(manifest.size):>10}  {manifest.reason}"
+    )
+
+
+async def restore(settings: Settings, backup_id: str, *, show_progress: bool) -> int:
+    deployment = ComposeDeployment(settings.deployment)
+    backups = Backups(settings.backup, deployment)
+    try:
+        with host_lock(settings.state.dir, f"restore {backup_id}"):
+            return await _restore(settings, deployment, backups, backup_id, show_progress)
+    except SpecivodError as problem:
+        error(str(problem))
+        return exit_codes.FAILED
+    finally:
+        deployment.close()
+
+
+async def _restore(
+    settings: Settings,
+    deployment: ComposeDeployment,
+    backups: Backups,
+    backup_id: str,
+    show_progress: bool,
+) -> int:
+    manifest = backups.get(backup_id)
+    version = deployment.pinned_version()
+    if version is None:
+        raise SpecivodError(f"{deployment.env_path} pins no version; nothing to start afterwards")
+    if manifest.version and manifest.version != version:
+        log.warning(
+            "backup %s was taken at version %s but %s pins %s: the app will start at %s",
+            backup_id,
+            manifest.version,
+            deployment.env_path,
+            version,
+            version,
+        )
+    services = await deployment.app_services(settings.backup.database_service)
+    with _progress(show_progress) as progress:
+        await backups.verify(backup_id, progress)
+        say(f"backup {backup_id} is intact; stopping {', '.join(services) or 'no services'}")
+        try:
+            await deployment.stop(services)
+            result = await backups.restore(backup_id, progress, verify=False)
+        except SpecivodError as problem:
+            error(f"restore of {backup_id} failed: {problem}")
+            say(f"starting {', '.join(services) or 'the app'} again at version {version}")
+            await deployment.up(version)
+            return exit_codes.FAILED
+    await deployment.up(version)
+    _report(result, version)
+    return exit_codes.OK
+
+
+def _report(result: RestoreResult, version: str) -> None:
+    say(f"restored backup {result.id} (taken {result.backup.created_at:%Y-%m-%d %H:%M:%S} UTC)")
+    say("  database: replaced by the backup's dump")
+    say(f"  data dir: {result.data_dir} now holds the backup's files")
+    if result.data_aside is not None:
+        say(
+            f"  the data dir it replaced was moved to {result.data_aside} "
+            "(delete it once you no longer need it)"
+        )
+    say(f"  restore took {result.seconds:.1f} s; the app was started again at version {version}")

@@ -1,0 +1,178 @@
+"""The data dir archive and its restore, on real files in a temp dir (no Docker)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from specivod.adapters.backup import datadir
+from specivod.adapters.backup.leftovers import drop_missing_sql, relations_in
+from specivod.domain.errors import BackupError
+
+
+def _tree(root: Path) -> dict[str, tuple[object, ...]]:
+    entries: dict[str, tuple[object, ...]] = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        status = path.lstat()
+        if stat.S_ISLNK(status.st_mode):
+            content = str(path.readlink())
+        elif stat.S_ISREG(status.st_mode):
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            content = ""
+        entries[str(path.relative_to(root))] = (
+            stat.S_IFMT(status.st_mode),
+            stat.S_IMODE(status.st_mode),
+            status.st_uid,
+            status.st_gid,
+            status.st_nlink if stat.S_ISREG(status.st_mode) else 0,
+            int(status.st_mtime) if not stat.S_ISLNK(status.st_mode) else 0,
+            content,
+        )
+    return entries
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "attachments").mkdir(parents=True)
+    (root / "attachments" / "a.txt").write_text("a\n" * 1000)
+    (root / "attachments" / "b.bin").write_bytes(os.urandom(70_000))
+    os.link(root / "attachments" / "a.txt", root / "attachments" / "a-again.txt")
+    (root / "empty").mkdir(mode=0o705)
+    (root / "empty").chmod(0o705)
+    (root / "latest").symlink_to("attachments/a.txt")
+    (root / "absolute").symlink_to("/nonexistent/elsewhere")
+    secret = root / "secret"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    if os.geteuid() == 0:
+        os.chown(secret, 1234, 4321)
+        os.chown(root / "empty", 999, 999)
+    root.chmod(0o750)
+    return root
+
+
+def test_archive_then_extract_keeps_everything(data_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "data.tar"
+    written: list[int] = []
+
+    summary = datadir.archive(data_dir, archive, written.append)
+    datadir.extract(archive, tmp_path / "restored")
+
+    assert _tree(tmp_path / "restored") == _tree(data_dir)
+    assert summary.file_count == 4
+    assert summary.size == archive.stat().st_size == sum(written)
+    assert summary.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+
+def test_archive_of_a_missing_data_dir_fails(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="does not exist"):
+        datadir.archive(tmp_path / "nowhere", tmp_path / "data.tar")
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/etc/escaped", "a/../../escaped"])
+def test_extract_refuses_members_outside_the_destination(tmp_path: Path, name: str) -> None:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        member = tarfile.TarInfo(name)
+        member.size = 4
+        tar.addfile(member, io.BytesIO(b"evil"))
+
+    (tmp_path / "restored").mkdir()
+    with pytest.raises(BackupError, match="outside the data dir"):
+        datadir.extract(archive, tmp_path / "restored" / "deep")
+
+    assert not (tmp_path / "escaped").exists()
+    assert not (tmp_path / "restored" / "escaped").exists()
+
+
+def test_swap_moves_the_current_data_dir_aside_and_never_deletes(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    before = _tree(data_dir)
+    archive = tmp_path / "data.tar"
+    datadir.archive(data_dir, archive)
+    (data_dir / "attachments" / "a.txt").write_text("changed\n")
+    (data_dir / "new.txt").write_text("new\n")
+    changed = _tree(data_dir)
+    data_dir.with_name("data.replaced-20250301T020000Z").mkdir()
+
+    staging = datadir.extract_beside(archive, data_dir, "20250301T010000Z", None)
+    aside = datadir.swap_into_place(staging, data_dir, "20250301T020000Z")
+
+    assert aside == data_dir.with_name("data.replaced-20250301T020000Z-1")
+    assert _tree(data_dir) == before
+    assert _tree(aside) == changed
+    assert not staging.exists()
+
+
+def test_swap_into_a_missing_data_dir_has_nothing_aside(data_dir: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "data.tar"
+    datadir.archive(data_dir, archive)
+    target = tmp_path / "elsewhere" / "data"
+    target.parent.mkdir()
+
+    staging = datadir.extract_beside(archive, target, "20250301T010000Z", None)
+
+    assert datadir.swap_into_place(staging, target, "20250301T020000Z") is None
+    assert _tree(target) == _tree(data_dir)
+
+
+def test_a_leftover_staging_dir_of_a_killed_restore_is_replaced(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    archive = tmp_path / "data.tar"
+    datadir.archive(data_dir, archive)
+    leftover = datadir.staging_path(data_dir, "20250301T010000Z")
+    leftover.mkdir()
+    (leftover / "half-written").write_text("x")
+
+    staging = datadir.extract_beside(archive, data_dir, "20250301T010000Z", None)
+
+    assert staging == leftover
+    assert not (staging / "half-written").exists()
+
+
+def test_restore_refused_when_the_copy_would_not_fit(data_dir: Path) -> None:
+    datadir.check_restorable(data_dir, archive_size=1)
+    with pytest.raises(BackupError, match="not enough free space"):
+        datadir.check_restorable(data_dir, archive_size=1 << 62)
+
+
+TABLE_OF_CONTENTS = """\
+215; 1259 16386 TABLE public issues specivo
+214; 1259 16385 SEQUENCE public issues_id_seq specivo
+216; 1259 16400 VIEW reports open issues specivo
+217; 1259 16401 MATERIALIZED VIEW public it's odd specivo
+3321; 0 16386 TABLE DATA public issues specivo
+3329; 2606 16393 CONSTRAINT public issues issues_pkey specivo
+3330; 0 0 SEQUENCE OWNED BY public issues_id_seq specivo
+3331; 0 0 SEQUENCE SET public issues_id_seq specivo
+3332; 0 16401 MATERIALIZED VIEW DATA public it's odd specivo
+""".splitlines()
+
+
+def test_relations_are_read_from_the_table_of_contents() -> None:
+    assert relations_in(TABLE_OF_CONTENTS) == {
+        ("public", "issues"),
+        ("public", "issues_id_seq"),
+        ("reports", "open issues"),
+        ("public", "it's odd"),
+    }
+
+
+def test_drop_missing_keeps_the_dumped_relations_quoted() -> None:
+    sql = drop_missing_sql(relations_in(TABLE_OF_CONTENTS))
+    assert "('public', 'it''s odd')" in sql
+    assert "n.nspname IN ('public', 'reports')" in sql
+    assert "DROP %s IF EXISTS %s CASCADE" in sql
+    tag = sql.split()[1]
+    assert sql.rstrip().endswith(tag) and sql.count(tag) == 2

@@ -1,0 +1,343 @@
+"""``Backups`` with a hand-written fake of the compose project: what reaches the container, what
+lands on disk, and what is left after each kind of failure."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from specivod.adapters import protocols
+from specivod.adapters.backup import Backups
+from specivod.adapters.process import Completed
+from specivod.domain.errors import BackupError
+from specivod.settings import BackupSettings
+
+DUMP = b"PGDMP" + bytes(range(256)) * 40
+SCHEMA = b"""--
+-- PostgreSQL database dump
+-- Dumped from database version 15.20
+\\restrict abc123
+SET statement_timeout = 0;
+
+CREATE TABLE public.issues (id integer NOT NULL, title text NOT NULL);
+\\unrestrict abc123
+"""
+TABLE_OF_CONTENTS = (
+    ";\n; Archive created at 2025-03-01\n215; 1259 16386 TABLE public issues specivo\n"
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.moment = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        self.moment += timedelta(seconds=1)
+        return self.moment
+
+    def monotonic(self) -> float:
+        return 0.0
+
+    async def sleep(self, seconds: float) -> None:
+        raise AssertionError("backups never sleep")
+
+
+@dataclass
+class FakeCompose:
+    """``docker compose exec -T db ...`` answered by scripted PostgreSQL tools."""
+
+    data: Path | None
+    dump: bytes = DUMP
+    dump_exit: int = 0
+    schema: bytes = SCHEMA
+    table_of_contents: str = TABLE_OF_CONTENTS
+    query_output: str = "5000\n"
+    restore_exit: int = 0
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    restored: bytes = b""
+
+    def data_dir(self) -> Path | None:
+        return self.data
+
+    async def compose(
+        self,
+        *arguments: str,
+        version: str | None = None,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        assert arguments[:3] == ("exec", "-T", "db"), arguments
+        command = arguments[3:]
+        self.calls.append(command)
+        if command[0] == "pg_dump" and "--schema-only" in command:
+            return self._answer(command, stdout, self.schema)
+        if command[0] == "pg_dump" or command[0] == "custom-dump":
+            return self._answer(command, stdout, self.dump, self.dump_exit)
+        if command[:2] == ("pg_restore", "--list"):
+            assert stdin is not None
+            ok = stdin.read(5) == b"PGDMP"
+            return Completed(command, 0 if ok else 1, self.table_of_contents if ok else "", "")
+        if command[0] == "pg_restore":
+            assert stdin is not None
+            self.restored = stdin.read()
+            return Completed(command, self.restore_exit, "", "pg_restore: error: boom")
+        if command[0] == "psql":
+            return Completed(command, 0, self.query_output, "")
+        raise AssertionError(f"unexpected command {command}")
+
+    @staticmethod
+    def _answer(
+        command: tuple[str, ...], stdout: IO[bytes] | None, content: bytes, code: int = 0
+    ) -> Completed:
+        assert stdout is not None, "output must be streamed to a file"
+        stdout.write(content)
+        stdout.flush()
+        return Completed(command, code, "", "pg_dump: error: connection lost" if code else "")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "project" / "data"
+    (root / "attachments").mkdir(parents=True)
+    (root / "attachments" / "one.txt").write_text("one\n" * 100)
+    (root / "FORMAT").write_text("format 1\n")
+    return root
+
+
+def bytes_under(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def resolved(path: Path) -> Path:
+    return path.resolve()
+
+
+def make(tmp_path: Path, compose: FakeCompose, **settings: object) -> Backups:
+    values: dict[str, object] = {"dir": tmp_path / "backups", "keep": 2, "min_free_bytes": 1}
+    values.update(settings)
+    return Backups(BackupSettings.model_validate(values), compose, FakeClock())
+
+
+async def test_create_writes_a_complete_private_backup(tmp_path: Path, data_dir: Path) -> None:
+    compose = FakeCompose(data_dir)
+    backups = make(tmp_path, compose)
+    seen: list[str] = []
+
+    manifest = await backups.create(
+        version="0.1.10", reason="before upgrade to 0.2.0", progress=lambda p, d, t: seen.append(p)
+    )
+
+    directory = backups.path(manifest.id)
+    assert sorted(p.name for p in backups.directory.iterdir()) == [manifest.id]
+    assert (directory / "database.dump").read_bytes() == DUMP
+    assert manifest.database.sha256 == hashlib.sha256(DUMP).hexdigest()
+    assert manifest.database.size == len(DUMP)
+    assert (manifest.database.format, manifest.data_dir.file_count) == ("custom", 2)
+    assert (manifest.version, manifest.reason, manifest.valid) == (
+        "0.1.10",
+        "before upgrade to 0.2.0",
+        True,
+    )
+    for name in ("database.dump", "data.tar", "manifest.json"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert backups.list() == [manifest]
+    assert {"database dump", "checksum", "data dir archive"} <= set(seen)
+    dump_call = next(c for c in compose.calls if c[0] == "pg_dump" and "-Fc" in c)
+    assert dump_call[dump_call.index("-U") + 1] == "specivo"
+    assert dump_call[-2:] == ("-d", "specivo")
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ({"dump_exit": 1}, "database dump failed"),
+        ({"dump": b""}, "database dump is empty"),
+        ({"dump": b"garbage that is not an archive"}, "not a valid archive"),
+        ({"table_of_contents": ";\n; nothing\n"}, "empty table of contents"),
+    ],
+    ids=["exit-1-after-bytes", "empty", "not-an-archive", "empty-toc"],
+)
+async def test_a_failed_dump_leaves_no_backup(
+    tmp_path: Path, data_dir: Path, failure: dict[str, object], message: str
+) -> None:
+    good = await make(tmp_path, FakeCompose(data_dir)).create(version="0.1.10", reason="ok")
+    failing = make(tmp_path, FakeCompose(data_dir, **failure))  # type: ignore[arg-type]
+
+    with pytest.raises(BackupError, match=message):
+        await failing.create(version="0.1.10", reason="doomed")
+
+    assert [m.id for m in failing.list()] == [good.id]
+    assert sorted(p.name for p in failing.directory.iterdir()) == [good.id]
+
+
+async def test_a_configured_dump_command_is_run_as_given(tmp_path: Path, data_dir: Path) -> None:
+    compose = FakeCompose(data_dir)
+    backups = make(tmp_path, compose, dump_command=["custom-dump", "--all"])
+
+    manifest = await backups.create(version=None, reason="manual")
+
+    assert ("custom-dump", "--all") in compose.calls
+    assert manifest.database.format == "configured"
+
+
+async def test_leftovers_of_a_killed_run_are_ignored_then_removed(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    backups = make(tmp_path, FakeCompose(data_dir))
+    leftover = tmp_path / "backups" / "20250301T000000Z.partial"
+    leftover.mkdir(parents=True)
+    (leftover / "database.dump").write_bytes(b"PGDMP half")
+
+    assert backups.list() == []
+    manifest = await backups.create(version="0.1.10", reason="manual")
+
+    assert not leftover.exists()
+    assert [m.id for m in backups.list()] == [manifest.id]
+
+
+async def test_without_a_previous_backup_free_space_is_estimated(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    compose = FakeCompose(data_dir, query_output="5000\n")
+    backups = make(tmp_path, compose, min_free_bytes=1 << 60)
+
+    with pytest.raises(BackupError, match="not enough free space") as refused:
+        await backups.create(version="0.1.10", reason="manual")
+
+    assert f"expected backup size {5000 + bytes_under(data_dir)} " in str(refused.value)
+    assert f"min_free_bytes {1 << 60}" in str(refused.value)
+    assert list(backups.directory.iterdir()) == []
+
+
+async def test_with_a_previous_backup_free_space_expects_its_size(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    first = await make(tmp_path, FakeCompose(data_dir)).create(version="0.1.10", reason="ok")
+    compose = FakeCompose(data_dir)
+    backups = make(tmp_path, compose, min_free_bytes=1 << 60)
+
+    with pytest.raises(BackupError, match=f"expected backup size {first.size} "):
+        await backups.create(version="0.1.10", reason="manual")
+
+    assert not any("pg_database_size" in " ".join(call) for call in compose.calls)
+
+
+async def test_retention_runs_after_each_backup_and_spares_protected_ids(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    backups = make(tmp_path, FakeCompose(data_dir), keep=1)
+    first = await backups.create(version="0.1.10", reason="1")
+    second = await backups.create(version="0.1.10", reason="2", protect=[first.id])
+    third = await backups.create(version="0.1.10", reason="3")
+
+    assert [m.id for m in backups.list()] == [third.id]
+    assert second.id != first.id
+    assert backups.prune(0) == [third.id]
+
+
+async def test_restore_replaces_database_then_swaps_the_data_dir(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    compose = FakeCompose(data_dir)
+    backups = make(tmp_path, compose)
+    manifest = await backups.create(version="0.1.10", reason="manual")
+    (data_dir / "FORMAT").write_text("format 3\n")
+    compose.calls.clear()
+
+    result = await backups.restore(manifest.id)
+
+    assert compose.restored == DUMP
+    commands = [call[0] for call in compose.calls]
+    assert commands == ["pg_restore", "psql", "pg_restore"]
+    assert "--single-transaction" in compose.calls[2] and "--clean" in compose.calls[2]
+    assert "('public', 'issues')" in compose.calls[1][-1]
+    assert (data_dir / "FORMAT").read_text() == "format 1\n"
+    assert result.data_aside is not None
+    assert (result.data_aside / "FORMAT").read_text() == "format 3\n"
+    assert result.data_aside.name.startswith("data.replaced-")
+    assert result.data_dir == resolved(data_dir)
+
+
+async def test_a_failed_database_restore_leaves_the_data_dir_alone(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    compose = FakeCompose(data_dir, restore_exit=1)
+    backups = make(tmp_path, compose)
+    manifest = await backups.create(version="0.1.10", reason="manual")
+    (data_dir / "FORMAT").write_text("format 3\n")
+
+    with pytest.raises(
+        BackupError, match=r"(?s)database restore failed.*boom.*data dir was not touched"
+    ):
+        await backups.restore(manifest.id)
+
+    assert (data_dir / "FORMAT").read_text() == "format 3\n"
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("damaged", ["database.dump", "data.tar"])
+async def test_a_corrupt_backup_is_refused_before_anything_changes(
+    tmp_path: Path, data_dir: Path, damaged: str
+) -> None:
+    compose = FakeCompose(data_dir)
+    backups = make(tmp_path, compose)
+    manifest = await backups.create(version="0.1.10", reason="manual")
+    path = backups.path(manifest.id) / damaged
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    path.write_bytes(bytes(content))
+    compose.calls.clear()
+
+    with pytest.raises(BackupError, match=f"{damaged} is corrupt"):
+        await backups.restore(manifest.id)
+
+    assert compose.calls == []
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
+
+
+async def test_fingerprint_ignores_comments_and_the_restrict_key(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    first = await make(tmp_path, FakeCompose(data_dir)).fingerprint()
+    other_key = SCHEMA.replace(b"abc123", b"zzz999").replace(b"15.20", b"15.21")
+    same = await make(tmp_path, FakeCompose(data_dir, schema=other_key)).fingerprint()
+    altered = SCHEMA.replace(b"title text", b"title varchar")
+    changed = await make(tmp_path, FakeCompose(data_dir, schema=altered)).fingerprint()
+
+    assert first.startswith("sha256:")
+    assert same == first
+    assert changed != first
+
+
+async def test_fingerprint_query_hashes_the_query_output(tmp_path: Path, data_dir: Path) -> None:
+    compose = FakeCompose(data_dir, query_output="1\n2\n3\n")
+    backups = make(tmp_path, compose, fingerprint_query="SELECT version FROM schema_migrations")
+
+    fingerprint = await backups.fingerprint()
+
+    assert fingerprint == "sha256:" + hashlib.sha256(b"1\n2\n3").hexdigest()
+    assert compose.calls[-1][-1] == "SELECT version FROM schema_migrations"
+
+
+async def test_no_data_dir_in_the_env_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="names no data dir"):
+        await make(tmp_path, FakeCompose(None)).create(version=None, reason="manual")
+
+
+async def test_the_engine_can_drive_it_through_its_protocol(tmp_path: Path, data_dir: Path) -> None:
+    engine_view: protocols.Backups = make(tmp_path, FakeCompose(data_dir))
+
+    record = await engine_view.create(version="0.1.10", reason="before upgrade to 0.2.0")
+    restored = await engine_view.restore(record.id)
+
+    aside = restored.data_aside
+    assert isinstance(aside, Path)
+    assert aside.parent == data_dir.parent and aside.name.startswith("data.replaced-")
