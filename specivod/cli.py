@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     rollback.set_defaults(handler=_rollback)
 
+    recover = commands.add_parser(
+        "recover", help="finish a transaction a killed specivod left behind"
+    )
+    recover.set_defaults(handler=_recover)
+
     status = commands.add_parser("status", help="the current or last upgrade, from the journal")
     status.add_argument("--json", action="store_true", help="one JSON object on stdout")
     status.set_defaults(handler=_status)
@@ -105,6 +110,12 @@ async def _rollback(settings: Settings, arguments: argparse.Namespace) -> int:
     from specivod.commands.upgrade import rollback
 
     return await rollback(settings, restore=RestoreMode(arguments.restore))
+
+
+async def _recover(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.upgrade import recover
+
+    return await recover(settings)
 
 
 def _status(settings: Settings, arguments: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -18,10 +19,12 @@ from specivod.adapters.backup import (
     backups_in,
 )
 from specivod.adapters.compose import ComposeDeployment
+from specivod.adapters.http_probe import AiohttpProbe
 from specivod.commands import exit_codes
 from specivod.commands.output import emit_json, error, say
 from specivod.domain.errors import SpecivodError
 from specivod.engine.lock import host_lock
+from specivod.engine.verification import HealthGate
 from specivod.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,6 +177,15 @@ async def _restore(
             return exit_codes.FAILED
     await deployment.up(version)
     _report(result, version)
+    async with AiohttpProbe() as probe:
+        gate = HealthGate(
+            deployment, probe, settings.health, settings.registry.reference, asyncio.sleep
+        )
+        verdict = await gate.verify(version)
+    if not verdict.healthy:
+        error(f"the data is restored, but {version} is not healthy: {verdict.detail}")
+        return exit_codes.FAILED
+    say(f"  {version} is healthy: {verdict.detail}")
     return exit_codes.OK
 
 
