@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("SPECIVOD_CONFIG", DEFAULT_CONFIG)),
         help=f"config file (default: $SPECIVOD_CONFIG or {DEFAULT_CONFIG})",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging on stderr (-v, -vv)"
+    )
     parser.add_argument("--version", action="version", version=f"specivod {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -174,7 +176,7 @@ def _run(handler: Handler, settings: Settings, arguments: argparse.Namespace) ->
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(arguments.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

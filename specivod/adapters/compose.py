@@ -119,7 +119,7 @@ class ComposeDeployment:
     async def _checked(self, *arguments: str, version: str | None = None) -> Completed:
         result = await self.compose(*arguments, version=version)
         if not result.ok:
-            raise DeploymentError(result.describe())
+            raise DeploymentError(result.describe([*self._command, *arguments]))
         return result
 
     async def pull(self, version: str) -> None:

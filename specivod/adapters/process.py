@@ -27,11 +27,12 @@ class Completed:
     def ok(self) -> bool:
         return self.returncode == 0
 
-    def describe(self) -> str:
-        """``<command> exited with N: <last stderr lines>`` for error messages."""
-        detail = self.stderr.strip().splitlines()[-5:]
-        tail = ("\n  " + "\n  ".join(detail)) if detail else ""
-        return f"`{shlex.join(self.command)}` exited with {self.returncode}{tail}"
+    def describe(self, shown: Sequence[str] | None = None) -> str:
+        """``<command> exited with N: <last stderr lines>`` for error messages; ``shown`` names
+        the command more briefly than its full argv."""
+        detail = " / ".join(line.strip() for line in self.stderr.strip().splitlines()[-3:])
+        name = shlex.join(shown if shown is not None else self.command)
+        return f"`{name}` exited with {self.returncode}" + (f": {detail}" if detail else "")
 
 
 class CommandTimeout(Exception):

@@ -55,6 +55,8 @@ def transaction_sentence(transaction: Transaction) -> str:
     if not transaction.state.is_terminal:
         return f"{head}: in progress, now {transaction.state.name}"
     words = OUTCOME_WORDS[transaction.state]
+    if transaction.kind is Kind.ROLLBACK and transaction.state is State.ROLLED_BACK:
+        words = "rolled back"
     duration = transaction.duration_seconds or 0.0
     parts = [f"{head}: {words} after {duration:.0f}s"]
     if transaction.backup_id:
