@@ -7,6 +7,7 @@ Callers say *what* is retryable; the policy says how many attempts and how long 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,7 +19,6 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
-    wait_fixed,
 )
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -65,12 +65,24 @@ class RetryPolicy:
 
 
 def at_fixed_interval(
-    attempts: int, interval: timedelta, retry_on: type[Exception], sleep: Sleep = asyncio.sleep
+    attempts: int,
+    interval: timedelta,
+    retry_on: type[Exception],
+    sleep: Sleep = asyncio.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> AsyncRetrying:
-    """Poll: up to ``attempts`` tries, ``interval`` apart, while ``retry_on`` is raised."""
+    """Poll: up to ``attempts`` tries at a fixed rate, one every ``interval`` (the time a try
+    takes counts against the pause), while ``retry_on`` is raised. All tries fit in
+    ``(attempts - 1) × interval`` plus the last try."""
+    period = interval.total_seconds()
+    started = monotonic()
+
+    def until_next_slot(state: RetryCallState) -> float:
+        return max(0.0, started + state.attempt_number * period - monotonic())
+
     return AsyncRetrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_fixed(interval.total_seconds()),
+        wait=until_next_slot,
         retry=retry_if_exception_type(retry_on),
         sleep=sleep,
         reraise=True,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -18,6 +17,7 @@ from specivod.adapters.backup import (
     RestoreResult,
     backups_in,
 )
+from specivod.adapters.clock import SystemClock
 from specivod.adapters.compose import ComposeDeployment
 from specivod.adapters.http_probe import AiohttpProbe
 from specivod.commands import exit_codes
@@ -179,7 +179,7 @@ async def _restore(
     _report(result, version)
     async with AiohttpProbe() as probe:
         gate = HealthGate(
-            deployment, probe, settings.health, settings.registry.reference, asyncio.sleep
+            deployment, probe, settings.health, settings.registry.reference, SystemClock()
         )
         verdict = await gate.verify(version)
     if not verdict.healthy:

@@ -50,7 +50,7 @@ async def open_engine(
             AiohttpProbe() as probe,
         ):
             gate = HealthGate(
-                deployment, probe, settings.health, settings.registry.reference, clock.sleep
+                deployment, probe, settings.health, settings.registry.reference, clock
             )
             context = Context(
                 journal=journal,

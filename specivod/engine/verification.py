@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from specivod.adapters.clock import Clock
 from specivod.adapters.protocols import Deployment, HttpProbe
 from specivod.domain.references import ImageReference, parse_reference
-from specivod.retrying import Sleep, at_fixed_interval
+from specivod.retrying import at_fixed_interval
 from specivod.settings import HealthSettings, SmokeCheck
 
 log = logging.getLogger(__name__)
@@ -46,20 +47,24 @@ class HealthGate:
         probe: HttpProbe,
         settings: HealthSettings,
         repository: ImageReference,
-        sleep: Sleep,
+        clock: Clock,
     ) -> None:
         self._deployment = deployment
         self._probe = probe
         self._settings = settings
         self._repository = repository
-        self._sleep = sleep
+        self._clock = clock
 
     async def verify(self, version: str) -> Verdict:
         settings = self._settings
         attempts = 0
         try:
             async for attempt in at_fixed_interval(
-                settings.retries, settings.interval, NotHealthyYet, self._sleep
+                settings.retries,
+                settings.interval,
+                NotHealthyYet,
+                self._clock.sleep,
+                self._clock.monotonic,
             ):
                 with attempt:
                     attempts += 1

@@ -62,9 +62,7 @@ def make_kit(
     clock = FakeClock()
     journal = journal or Journal(state_dir)
     health = HealthSettings(retries=3, interval=timedelta(seconds=2))
-    gate = HealthGate(
-        deployment, UnusedProbe(), health, parse_reference(registry.reference), clock.sleep
-    )
+    gate = HealthGate(deployment, UnusedProbe(), health, parse_reference(registry.reference), clock)
     reports: list[str] = []
     stop = StopFlag()
     context = Context(

@@ -1,0 +1,253 @@
+"""Downtime of an upgrade, measured on the real sandbox stack while probing the api every 50 ms.
+
+Side by side, in one run, each on a fresh deployment at 0.1.10:
+- ``specivod``: ``specivod upgrade --now --to 0.1.11`` (backup, pull, pin, up -d, verify);
+- ``by hand``: the same backup (``pg_dump -Fc`` and a tar of the data dir), ``docker compose
+  pull``, ``.env`` edited, ``docker compose up -d``;
+- ``floor``: ``docker compose up -d --force-recreate`` of the running version (nothing can be
+  faster than recreating the container).
+And the rollback: from the moment the never-healthy 0.2.1 is started to 0.1.10 answering again.
+
+Writes bench/results/upgrade_downtime.json. Run: ``.venv/bin/python -m bench.upgrade_downtime``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sandbox.config import (
+    HEALTH_INTERVAL_SECONDS,
+    HEALTH_RETRIES,
+    specivod_config,
+    write_config,
+)
+from sandbox.deployment import SandboxDeployment, create_deployment
+from sandbox.dockerd import start_engine
+from sandbox.images import ImageNames, build_and_push
+from sandbox.releases import BASELINE, NEVER_HEALTHY
+from tests.support.registry import start_registry
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+PROBE_INTERVAL = 0.05
+TARGET = "0.1.11"
+ROLLBACK_MEASURES = ("rollback_from_broken_start", "rollback_from_up")
+RESULTS = Path(__file__).parent / "results" / "upgrade_downtime.json"
+
+
+@dataclass
+class Probe:
+    """Polls the api's /healthz every 50 ms from a thread, recording (time, ok)."""
+
+    port: int
+    samples: list[tuple[float, bool]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _run(self) -> None:
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while not self._stop.is_set():
+            started = time.time()
+            try:
+                with urllib.request.urlopen(url, timeout=0.5) as response:
+                    ok = response.status == 200
+            except OSError:
+                ok = False
+            self.samples.append((started, ok))
+            self._stop.wait(max(0.0, PROBE_INTERVAL - (time.time() - started)))
+
+    def __enter__(self) -> Probe:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def downtime(self) -> float:
+        """Seconds from the first failed probe to the next successful one after it."""
+        failed = [t for t, ok in self.samples if not ok]
+        if not failed:
+            return 0.0
+        first = failed[0]
+        back = [t for t, ok in self.samples if ok and t > first]
+        return (back[0] if back else self.samples[-1][0]) - first
+
+    def back_at(self, after: float) -> float | None:
+        return next((t for t, ok in self.samples if ok and t > after), None)
+
+
+def _specivod(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPECIVO")}
+    return subprocess.run(
+        [sys.executable, "-m", "specivod", "--config", str(config), *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
+    )
+
+
+def _wait_stable(deployment: SandboxDeployment, version: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if deployment.running_version() == version:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{version} did not come up")
+
+
+def by_specivod(deployment: SandboxDeployment, root: Path) -> float:
+    config = write_config(root / "specivod.toml", specivod_config(deployment, root))
+    with Probe(deployment.api_port) as probe:
+        result = _specivod(config, "upgrade", "--now", "--to", TARGET)
+        _wait_stable(deployment, TARGET)
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout + result.stderr)
+    return probe.downtime()
+
+
+def by_hand(deployment: SandboxDeployment, root: Path) -> float:
+    with Probe(deployment.api_port) as probe:
+        with (root / "dump.pgc").open("wb") as dump:
+            subprocess.run(
+                [
+                    "docker",
+                    "compose",
+                    "exec",
+                    "-T",
+                    "db",
+                    "pg_dump",
+                    "-Fc",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "specivo",
+                    "specivo",
+                ],
+                cwd=deployment.directory,
+                stdout=dump,
+                check=True,
+            )
+        with tarfile.open(root / "data.tar", "w") as archive:
+            archive.add(deployment.data_dir, "data")
+        subprocess.run(
+            ["docker", "compose", "pull", "--quiet"],
+            cwd=deployment.directory,
+            check=True,
+            env={**os.environ, "SPECIVO_VERSION": TARGET},
+        )
+        env = deployment.env_file.read_text()
+        deployment.env_file.write_text(env.replace(f"={BASELINE}\n", f"={TARGET}\n"))
+        subprocess.run(
+            ["docker", "compose", "up", "-d"],
+            cwd=deployment.directory,
+            check=True,
+            capture_output=True,
+        )
+        _wait_stable(deployment, TARGET)
+    return probe.downtime()
+
+
+def floor(deployment: SandboxDeployment, root: Path) -> float:
+    with Probe(deployment.api_port) as probe:
+        subprocess.run(
+            ["docker", "compose", "up", "-d", "--force-recreate", "api"],
+            cwd=deployment.directory,
+            check=True,
+            capture_output=True,
+        )
+        _wait_stable(deployment, BASELINE)
+    return probe.downtime()
+
+
+def rollback_time(deployment: SandboxDeployment, root: Path) -> tuple[float, float]:
+    """Seconds until the old version answers again, counted from the broken release's start (the
+    first failed probe: compose stopped the old container to start the new one) and, more
+    strictly, from the STARTING step in the journal (before ``docker compose up -d``)."""
+    settings = specivod_config(deployment, root)
+    config = write_config(root / "specivod.toml", settings)
+    with Probe(deployment.api_port) as probe:
+        result = _specivod(config, "upgrade", "--now", "--to", NEVER_HEALTHY)
+        _wait_stable(deployment, BASELINE)
+    if result.returncode != 1:
+        raise RuntimeError(result.stdout + result.stderr)
+    transaction = json.loads(_specivod(config, "status", "--json").stdout)["transaction"]
+    if transaction["state"] != "rolled_back":
+        raise RuntimeError(f"expected a rollback, got {transaction['state']}")
+    steps = {step["state"]: step["at"] for step in transaction["steps"]}
+    started = datetime.fromisoformat(steps["starting"]).timestamp()
+    failed = [t for t, ok in probe.samples if not ok and t >= started]
+    back = probe.back_at(failed[0]) if failed else None
+    if back is None:
+        raise RuntimeError("the old version never answered again")
+    return back - failed[0], back - started
+
+
+@contextmanager
+def _fresh(workdir: Path, images: ImageNames) -> Iterator[tuple[SandboxDeployment, Path]]:
+    workdir.mkdir()
+    deployment = create_deployment(workdir, images)
+    try:
+        yield deployment, workdir
+    finally:
+        deployment.down()
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="specivod-bench-"))
+    engine = start_engine(root / "dockerd.log")
+    registry = start_registry(root / "registry")
+    methods = {"specivod": by_specivod, "by_hand": by_hand, "floor": floor}
+    runs: dict[str, list[float]] = {name: [] for name in [*methods, *ROLLBACK_MEASURES]}
+    try:
+        images: ImageNames = build_and_push(engine.client, registry.address)
+        for round_number in range(ROUNDS):
+            for name, method in methods.items():
+                with _fresh(root / f"{name}-{round_number}", images) as (deployment, workdir):
+                    runs[name].append(method(deployment, workdir))
+                print(f"round {round_number + 1}: {name} {runs[name][-1]:.2f}s", flush=True)
+            with _fresh(root / f"rollback-{round_number}", images) as (deployment, workdir):
+                measured = rollback_time(deployment, workdir)
+            for name, seconds in zip(ROLLBACK_MEASURES, measured, strict=True):
+                runs[name].append(seconds)
+            print(f"round {round_number + 1}: rollback {measured[0]:.2f}s", flush=True)
+    finally:
+        registry.stop()
+        engine.stop()
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    budget = float(HEALTH_RETRIES * HEALTH_INTERVAL_SECONDS)
+    summary = {
+        "rounds": ROUNDS,
+        "probe_interval_seconds": PROBE_INTERVAL,
+        "runs_seconds": runs,
+        "median_seconds": medians,
+        "specivod_over_floor": medians["specivod"] / medians["floor"] if medians["floor"] else None,
+        "by_hand_over_floor": medians["by_hand"] / medians["floor"] if medians["floor"] else None,
+        "rollback_budget_seconds": budget,
+        "rollback_target_seconds": budget + medians["floor"],
+        "rollback_within_target": {
+            name: medians[name] <= budget + medians["floor"] for name in ROLLBACK_MEASURES
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
