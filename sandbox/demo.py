@@ -1,0 +1,91 @@
+"""``scripts/demo``: specivod on the sandbox, step by step, with real components."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from sandbox.config import specivod_config, write_config
+from sandbox.deployment import SandboxDeployment, create_deployment
+from sandbox.dockerd import start_engine
+from sandbox.images import build_and_push
+from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MIGRATES_THEN_FAILS, UNPULLABLE
+from tests.support.registry import start_registry
+
+
+def _title(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def _specivod(config: Path, *arguments: str) -> int:
+    command = [sys.executable, "-m", "specivod", "--config", str(config), *arguments]
+    print(f"$ specivod {' '.join(arguments)}", flush=True)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPECIVO")}
+    code = subprocess.run(command, env=environment, check=False).returncode
+    print(f"(exit code {code})", flush=True)
+    return code
+
+
+def _show(deployment: SandboxDeployment) -> None:
+    issues = deployment.psql("SELECT count(*) FROM issues")
+    print(
+        f"running {deployment.running_version() or 'nothing'}; schema "
+        f"{deployment.schema_version()}; {issues} issues; FORMAT file says "
+        f"{(deployment.data_dir / 'FORMAT').read_text().strip()!r}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="specivod-demo-"))
+    _title("starting the sandbox: Docker Engine, registry, images")
+    engine = start_engine(root / "dockerd.log")
+    registry = start_registry(root / "registry")
+    deployment: SandboxDeployment | None = None
+    try:
+        images = build_and_push(engine.client, registry.address)
+        deployment = create_deployment(root, images, BASELINE)
+        config = write_config(root / "specivod.toml", specivod_config(deployment, root))
+        print(f"deployment in {deployment.directory}; config {config}")
+        _show(deployment)
+
+        _title("what would specivod install?")
+        _specivod(config, "check")
+
+        _title(f"a healthy release that migrates the schema: {HEALTHY_UPGRADE}")
+        _specivod(config, "upgrade", "--now", "--to", HEALTHY_UPGRADE)
+        _show(deployment)
+
+        _title(f"a release whose image cannot be pulled: {UNPULLABLE}")
+        _specivod(config, "upgrade", "--now", "--to", UNPULLABLE, "--force")
+        _show(deployment)
+
+        _title(
+            f"a release that migrates, rewrites the data dir, then never gets healthy: "
+            f"{MIGRATES_THEN_FAILS}"
+        )
+        _specivod(config, "upgrade", "--now", "--to", MIGRATES_THEN_FAILS)
+        _show(deployment)
+
+        _title("undo the last successful upgrade by hand")
+        _specivod(config, "rollback")
+        _show(deployment)
+
+        _title("what happened")
+        _specivod(config, "history")
+        _specivod(config, "backups")
+        return 0
+    finally:
+        _title("stopping the sandbox")
+        if deployment is not None:
+            deployment.down()
+        registry.stop()
+        engine.stop()
+        print(f"files kept in {root}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
