@@ -22,6 +22,7 @@ from specivod.adapters.compose import ComposeDeployment
 from specivod.domain.errors import BackupError
 from specivod.settings import BackupSettings, DeploymentSettings
 from tests.conftest import Specivod
+from tests.support.trees import tree
 
 pytestmark = pytest.mark.stack
 
@@ -36,31 +37,6 @@ def _backups(deployment: SandboxDeployment, root: Path, **settings: object) -> B
     values: dict[str, object] = {"dir": root / "backups", "keep": 3, "min_free_bytes": "10MB"}
     values.update(settings)
     return Backups(BackupSettings.model_validate(values), _compose(deployment))
-
-
-def _tree(root: Path) -> dict[str, tuple[object, ...]]:
-    """Every entry under ``root``: kind, mode, owner, hard links, content hash or link target."""
-    entries: dict[str, tuple[object, ...]] = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        status = path.lstat()
-        if stat.S_ISLNK(status.st_mode):
-            content = str(path.readlink())
-        elif stat.S_ISREG(status.st_mode):
-            content = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            content = ""
-        kind = stat.S_IFMT(status.st_mode)
-        mode = stat.S_IMODE(status.st_mode)
-        links = status.st_nlink if stat.S_ISREG(status.st_mode) else 0
-        entries[str(path.relative_to(root))] = (
-            kind,
-            mode,
-            status.st_uid,
-            status.st_gid,
-            links,
-            content,
-        )
-    return entries
 
 
 def _enrich_data_dir(data_dir: Path) -> None:
@@ -99,21 +75,21 @@ async def test_restore_gives_back_the_same_rows_and_files(
     deployment: SandboxDeployment, tmp_path: Path
 ) -> None:
     _enrich_data_dir(deployment.data_dir)
-    rows, files = deployment.table_checksum(), _tree(deployment.data_dir)
+    rows, files = deployment.table_checksum(), tree(deployment.data_dir)
     backups = _backups(deployment, tmp_path)
 
     manifest = await backups.create(version=BASELINE, reason="test")
     _change_everything(deployment)
     assert deployment.table_checksum() != rows
-    changed_files = _tree(deployment.data_dir)
+    changed_files = tree(deployment.data_dir)
     assert changed_files != files
     aside = await _restore_stopped(_compose(deployment), backups, manifest.id)
 
     assert deployment.table_checksum() == rows
-    assert _tree(deployment.data_dir) == files
+    assert tree(deployment.data_dir) == files
     assert aside.parent == deployment.data_dir.parent
     assert aside.name.startswith("data.replaced-")
-    assert _tree(aside) == changed_files
+    assert tree(aside) == changed_files
 
 
 async def test_backup_files_are_private_and_described_by_the_manifest(
@@ -259,7 +235,7 @@ def _wait_for_version(deployment: SandboxDeployment, version: str, seconds: floa
 
 def test_cli_backup_list_and_restore(specivod: Specivod, deployment: SandboxDeployment) -> None:
     _enrich_data_dir(deployment.data_dir)
-    rows, files = deployment.table_checksum(), _tree(deployment.data_dir)
+    rows, files = deployment.table_checksum(), tree(deployment.data_dir)
 
     created = specivod("backup")
     assert created.returncode == 0, created.stderr
@@ -275,7 +251,7 @@ def test_cli_backup_list_and_restore(specivod: Specivod, deployment: SandboxDepl
 
     assert restored.returncode == 0, restored.stderr
     assert deployment.table_checksum() == rows
-    assert _tree(deployment.data_dir) == files
+    assert tree(deployment.data_dir) == files
     aside = next(deployment.directory.glob("data.replaced-*"))
     assert f"moved to {aside}" in restored.stdout
     assert _wait_for_version(deployment, BASELINE)

@@ -14,28 +14,7 @@ import pytest
 from specivod.adapters.backup import datadir
 from specivod.adapters.backup.leftovers import drop_missing_sql, relations_in
 from specivod.domain.errors import BackupError
-
-
-def _tree(root: Path) -> dict[str, tuple[object, ...]]:
-    entries: dict[str, tuple[object, ...]] = {}
-    for path in [root, *sorted(root.rglob("*"))]:
-        status = path.lstat()
-        if stat.S_ISLNK(status.st_mode):
-            content = str(path.readlink())
-        elif stat.S_ISREG(status.st_mode):
-            content = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            content = ""
-        entries[str(path.relative_to(root))] = (
-            stat.S_IFMT(status.st_mode),
-            stat.S_IMODE(status.st_mode),
-            status.st_uid,
-            status.st_gid,
-            status.st_nlink if stat.S_ISREG(status.st_mode) else 0,
-            int(status.st_mtime) if not stat.S_ISLNK(status.st_mode) else 0,
-            content,
-        )
-    return entries
+from tests.support.trees import tree
 
 
 @pytest.fixture
@@ -66,7 +45,7 @@ def test_archive_then_extract_keeps_everything(data_dir: Path, tmp_path: Path) -
     summary = datadir.archive(data_dir, archive, written.append)
     datadir.extract(archive, tmp_path / "restored")
 
-    assert _tree(tmp_path / "restored") == _tree(data_dir)
+    assert tree(tmp_path / "restored") == tree(data_dir)
     assert summary.file_count == 4
     assert summary.size == archive.stat().st_size == sum(written)
     assert summary.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -97,20 +76,20 @@ def test_extract_refuses_members_outside_the_destination(tmp_path: Path, name: s
 def test_swap_moves_the_current_data_dir_aside_and_never_deletes(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    before = _tree(data_dir)
+    before = tree(data_dir)
     archive = tmp_path / "data.tar"
     datadir.archive(data_dir, archive)
     (data_dir / "attachments" / "a.txt").write_text("changed\n")
     (data_dir / "new.txt").write_text("new\n")
-    changed = _tree(data_dir)
+    changed = tree(data_dir)
     data_dir.with_name("data.replaced-20250301T020000Z").mkdir()
 
     staging = datadir.extract_beside(archive, data_dir, "20250301T010000Z", None)
     aside = datadir.swap_into_place(staging, data_dir, "20250301T020000Z")
 
     assert aside == data_dir.with_name("data.replaced-20250301T020000Z-1")
-    assert _tree(data_dir) == before
-    assert _tree(aside) == changed
+    assert tree(data_dir) == before
+    assert tree(aside) == changed
     assert not staging.exists()
 
 
@@ -123,7 +102,7 @@ def test_swap_into_a_missing_data_dir_has_nothing_aside(data_dir: Path, tmp_path
     staging = datadir.extract_beside(archive, target, "20250301T010000Z", None)
 
     assert datadir.swap_into_place(staging, target, "20250301T020000Z") is None
-    assert _tree(target) == _tree(data_dir)
+    assert tree(target) == tree(data_dir)
 
 
 def test_a_leftover_staging_dir_of_a_killed_restore_is_replaced(

@@ -91,17 +91,21 @@ def _crash_after(journal: Journal, state: State) -> None:
     journal.advance = advance_then_die  # type: ignore[method-assign, assignment]
 
 
-@pytest.mark.parametrize("state", list(State), ids=lambda state: state.name)
-async def test_killed_after_state_is_journaled_recovers(tmp_path: Path, state: State) -> None:
+async def _killed_after(tmp_path: Path, state: State) -> tuple[Scenario, Kit]:
+    """Run an upgrade that dies right after ``state`` is journaled; return the restarted kit."""
     scenario = scenario_reaching(state)
     first = _kit(tmp_path, scenario)
     _crash_after(first.journal, state)
-
     with pytest.raises(Crash):
         await first.engine.upgrade(to=scenario.target)
     first.journal.close()
+    return scenario, _kit(tmp_path, scenario, Journal(tmp_path))
 
-    restarted = _kit(tmp_path, scenario, Journal(tmp_path))
+
+@pytest.mark.parametrize("state", list(State), ids=lambda state: state.name)
+async def test_killed_after_state_is_journaled_recovers(tmp_path: Path, state: State) -> None:
+    scenario, restarted = await _killed_after(tmp_path, state)
+
     await restarted.engine.recover()
 
     final = restarted.journal.latest()
@@ -121,14 +125,8 @@ async def test_killed_after_state_is_journaled_recovers(tmp_path: Path, state: S
 
 @pytest.mark.parametrize("state", [State.PLANNED, State.BACKING_UP, State.PULLING, State.PINNED])
 async def test_an_aborted_upgrade_can_be_run_again(tmp_path: Path, state: State) -> None:
-    scenario = scenario_reaching(state)
-    first = _kit(tmp_path, scenario)
-    _crash_after(first.journal, state)
-    with pytest.raises(Crash):
-        await first.engine.upgrade(to=scenario.target)
-    first.journal.close()
+    scenario, restarted = await _killed_after(tmp_path, state)
 
-    restarted = _kit(tmp_path, scenario, Journal(tmp_path))
     result = await restarted.engine.upgrade(to=scenario.target)
 
     assert result.transaction.state is State.SUCCEEDED
