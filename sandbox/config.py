@@ -13,10 +13,10 @@ HEALTH_INTERVAL_SECONDS = 1
 
 
 def specivod_config(
-    deployment: SandboxDeployment, state_root: Path, **sections: dict[str, object]
+    deployment: SandboxDeployment, state_root: Path, **sections: dict[str, object] | list[object]
 ) -> dict[str, object]:
     """Settings for ``deployment``, quick health timings, state and backups under
-    ``state_root``; ``sections`` override keys per section."""
+    ``state_root``; ``sections`` override keys per section (a list, like ``window``, replaces)."""
     config: dict[str, dict[str, object]] = {
         "registry": {"image": deployment.images.app, "timeout": "10s"},
         "policy": {"range": ">=0.1.0 <1.0.0", "step": "minor"},
@@ -38,9 +38,13 @@ def specivod_config(
         "backup": {"dir": str(state_root / "backups"), "keep": 3, "min_free_bytes": "10MB"},
         "state": {"dir": str(state_root / "state")},
     }
+    merged: dict[str, object] = dict(config)
     for name, values in sections.items():
-        config.setdefault(name, {}).update(values)
-    return dict(config)
+        if isinstance(values, dict):
+            merged[name] = {**config.get(name, {}), **values}
+        else:
+            merged[name] = values
+    return merged
 
 
 def write_config(path: Path, config: dict[str, object]) -> Path:

@@ -79,7 +79,7 @@ SpecivodFactory = Callable[..., Specivod]
 def specivod_with(deployment: SandboxDeployment, tmp_path: Path) -> SpecivodFactory:
     """``specivod_with(backup={"keep": 1})``: the CLI with some config sections changed."""
 
-    def make(**sections: dict[str, object]) -> Specivod:
+    def make(**sections: dict[str, object] | list[object]) -> Specivod:
         config = specivod_config(deployment, tmp_path, **sections)
         return Specivod(write_config(tmp_path / "specivod.toml", config))
 
