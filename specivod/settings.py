@@ -39,9 +39,17 @@ DEFAULT_CONFIG = Path("/etc/specivod/specivod.toml")
 ENV_PREFIX = "SPECIVOD_"
 MASK = "********"
 
+
+def _longer_than_zero(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
+    AfterValidator(_longer_than_zero),
     PlainSerializer(format_duration, return_type=str),
 ]
 
@@ -150,6 +158,10 @@ class DeploymentSettings(Section):
     app_services: list[str] = Field(
         default_factory=list,
         description="Services stopped while data is restored; default: all but the database.",
+    )
+    command_timeout: Duration = Field(
+        timedelta(minutes=30),
+        description="Longest one compose command may run (a pull, up, dump or restore).",
     )
 
     @property

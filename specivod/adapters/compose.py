@@ -14,11 +14,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 import docker
+import requests
 from docker.errors import DockerException, NotFound
 
 from specivod.adapters import envfile
@@ -50,12 +50,11 @@ class ComposeDeployment:
         self,
         settings: DeploymentSettings,
         *,
-        command_timeout: timedelta = timedelta(minutes=30),
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self._command = list(settings.compose_command or detect_compose_command())
-        self._timeout = command_timeout.total_seconds()
+        self._timeout = settings.command_timeout.total_seconds()
         self._environ = dict(os.environ if environ is None else environ)
         self._docker: docker.DockerClient | None = None
 
@@ -64,10 +63,16 @@ class ComposeDeployment:
         return self.settings.env_path
 
     def pinned_version(self) -> str | None:
-        return envfile.read_variable(self.env_path, self.settings.version_variable)
+        try:
+            return envfile.read_variable(self.env_path, self.settings.version_variable)
+        except OSError as error:
+            raise DeploymentError(f"cannot read {self.env_path}: {error}") from None
 
     def pin(self, version: str) -> None:
-        envfile.rewrite_variable(self.env_path, self.settings.version_variable, version)
+        try:
+            envfile.rewrite_variable(self.env_path, self.settings.version_variable, version)
+        except OSError as error:
+            raise DeploymentError(f"cannot pin {version} in {self.env_path}: {error}") from None
 
     def data_dir(self) -> Path | None:
         value = envfile.effective_variable(
@@ -163,7 +168,7 @@ class ComposeDeployment:
             attrs: dict[str, Any] = self._client().api.inspect_container(container_id)
         except NotFound:
             return ServiceState(service, None, "absent", None, "", "")
-        except DockerException as error:
+        except (DockerException, requests.RequestException) as error:
             raise DeploymentError(
                 f"cannot inspect {service} ({container_id[:12]}): {error}"
             ) from None

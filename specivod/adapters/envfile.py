@@ -107,6 +107,7 @@ def rewrite_variable(path: Path, name: str, value: str) -> None:
     does), atomically: temp file in the same directory, fsync, rename, mode and owner kept."""
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", value):
         raise DeploymentError(f"refusing to write {name}={value!r}: not a plain version string")
+    path = path.resolve()  # a symlinked .env: replace the file it points to, keep the link
     lines = _lines(path)
     found = _assignments(lines, name, path)
     for assignment in found:

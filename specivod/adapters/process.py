@@ -1,12 +1,15 @@
-"""Run external commands from asyncio: bounded by a timeout, killed when cancelled, stderr kept
-for the error message, stdout captured or streamed to a file descriptor."""
+"""Run external commands from asyncio: bounded by a timeout, killed with everything they started
+when cancelled or late, stderr kept for the error message, stdout captured or streamed to a file
+descriptor."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import IO
 
 log = logging.getLogger(__name__)
 _STDERR_KEPT = 8192
+_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,15 @@ async def run(
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
+    """Stop the command and whatever it started (its session): TERM, a grace period, KILL."""
+    _signal_group(process, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), _GRACE_SECONDS)
+    _signal_group(process, signal.SIGKILL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(process.wait(), 10)
+
+
+def _signal_group(process: asyncio.subprocess.Process, number: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, number)

@@ -112,8 +112,13 @@ class Backups(Protocol):
         it never deletes the backups named in ``protect``."""
         ...
 
-    async def restore(self, backup_id: str) -> RestoreRecord:
-        """Restore the database and the data dir; the app services are already stopped."""
+    async def prepare_restore(self, backup_id: str) -> object:
+        """``BackupError`` unless the backup is intact and can be restored; changes nothing."""
+        ...
+
+    async def restore(self, backup_id: str, *, verify: bool = True) -> RestoreRecord:
+        """Restore the database and the data dir; the app services are already stopped.
+        ``verify=False`` when ``prepare_restore`` has just checked the backup."""
         ...
 
     async def fingerprint(self) -> str:

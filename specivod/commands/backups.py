@@ -23,6 +23,7 @@ from specivod.adapters.http_probe import AiohttpProbe
 from specivod.commands import exit_codes
 from specivod.commands.output import emit_json, error, say
 from specivod.domain.errors import SpecivodError
+from specivod.engine.journal import Journal
 from specivod.engine.lock import host_lock
 from specivod.engine.verification import HealthGate
 from specivod.settings import Settings
@@ -87,7 +88,10 @@ async def backup(settings: Settings, *, show_progress: bool) -> int:
     try:
         with host_lock(settings.state.dir, "backup"), _progress(show_progress) as progress:
             manifest = await backups.create(
-                version=deployment.pinned_version(), reason="manual", progress=progress
+                version=deployment.pinned_version(),
+                reason="manual",
+                progress=progress,
+                protect=_needed_for_rollback(settings),
             )
     except SpecivodError as problem:
         error(f"backup failed, no backup was kept: {problem}")
@@ -101,6 +105,14 @@ async def backup(settings: Settings, *, show_progress: bool) -> int:
         f"version {manifest.version or 'unknown'}"
     )
     return exit_codes.OK
+
+
+def _needed_for_rollback(settings: Settings) -> list[str]:
+    journal = Journal(settings.state.dir)
+    try:
+        return journal.backups_still_needed()
+    finally:
+        journal.close()
 
 
 def list_backups(settings: Settings, as_json: bool) -> int:
@@ -165,7 +177,7 @@ async def _restore(
         )
     services = await deployment.app_services(settings.backup.database_service)
     with _progress(show_progress) as progress:
-        await backups.verify(backup_id, progress)
+        await backups.prepare_restore(backup_id, progress)
         say(f"backup {backup_id} is intact; stopping {', '.join(services) or 'no services'}")
         try:
             await deployment.stop(services)

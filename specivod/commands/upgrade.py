@@ -50,6 +50,10 @@ async def rollback(settings: Settings, *, restore: RestoreMode) -> int:
             result = await engine.rollback(restore=restore)
         except NothingToDo as nothing:
             say(f"nothing to roll back: {nothing}")
+            latest = engine.context.journal.latest()
+            if latest is not None and latest.state is State.ROLLBACK_FAILED:
+                say(f"the deployment needs a person: {transaction_sentence(latest)}")
+                return exit_codes.NEEDS_A_PERSON
             return exit_codes.FAILED
     return _conclude(result, ROLLBACK_EXIT)
 

@@ -57,8 +57,15 @@ class Context:
             transaction, state, now=self.clock.now(), detail=detail, **facts
         )
         log.info("transaction %s: %s %s", moved.id, state.name, detail)
-        self.report(moved, detail)
+        self.tell(moved, detail)
         return moved
+
+    def tell(self, transaction: Transaction, message: str) -> None:
+        """Report to the operator, best effort: a closed terminal must not stop a transaction."""
+        try:
+            self.report(transaction, message)
+        except Exception as error:  # the journal and the log already hold what matters
+            log.warning("cannot report progress: %s", error)
 
     def boundary(self) -> None:
         """A step boundary on the forward path: honour a stop request here."""

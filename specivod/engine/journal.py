@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     fingerprint_after TEXT,
     restored INTEGER NOT NULL DEFAULT 0,
     data_aside TEXT,
+    safety_backup_id TEXT,
     reason TEXT,
     started_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_by_transaction ON steps (transaction_id, id);
 """
+_COLUMNS_ADDED_LATER = {"safety_backup_id": "TEXT"}
+"""Columns a journal written by an older specivod lacks; added when it is opened."""
 
 
 class Kind(StrEnum):
@@ -68,6 +71,8 @@ class Transaction:
     fingerprint_after: str | None
     restored: bool
     data_aside: str | None
+    safety_backup_id: str | None
+    """A manual rollback's backup of the state it replaced."""
     reason: str | None
     started_at: datetime
     updated_at: datetime
@@ -93,6 +98,7 @@ _UPDATABLE = {
     "fingerprint_after",
     "restored",
     "data_aside",
+    "safety_backup_id",
     "reason",
 }
 
@@ -118,6 +124,7 @@ def _row_to_transaction(row: sqlite3.Row) -> Transaction:
         fingerprint_after=values["fingerprint_after"],
         restored=bool(values["restored"]),
         data_aside=values["data_aside"],
+        safety_backup_id=values["safety_backup_id"],
         reason=values["reason"],
         started_at=datetime.fromisoformat(values["started_at"]),
         updated_at=datetime.fromisoformat(values["updated_at"]),
@@ -140,8 +147,15 @@ class Journal:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
         except (OSError, sqlite3.Error) as error:
             raise JournalError(f"cannot open the journal in {state_dir}: {error}") from None
+
+    def _add_missing_columns(self) -> None:
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(transactions)")}
+        for name, kind in _COLUMNS_ADDED_LATER.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE transactions ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -266,6 +280,12 @@ class Journal:
             (Kind.UPGRADE.value, State.SUCCEEDED.value),
         )
         return _row_to_transaction(row) if row else None
+
+    def backups_still_needed(self) -> list[str]:
+        """Backups a manual rollback may still restore, which retention must keep: the one taken
+        before the last successful upgrade."""
+        upgrade = self.last_succeeded_upgrade()
+        return [upgrade.backup_id] if upgrade is not None and upgrade.backup_id else []
 
     def history(self, limit: int = 50) -> list[Transaction]:
         rows = self._query("SELECT * FROM transactions ORDER BY id DESC LIMIT ?", (limit,))

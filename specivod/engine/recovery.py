@@ -20,7 +20,7 @@ async def recover(context: Context) -> Transaction | None:
     if transaction is None:
         return None
     state = transaction.state
-    context.report(transaction, f"resuming transaction {transaction.id} found in {state.name}")
+    context.tell(transaction, f"resuming transaction {transaction.id} found in {state.name}")
     if state in BEFORE_START:
         reason = f"interrupted in {state.name} by a restart"
         return abort(context, transaction, reason)

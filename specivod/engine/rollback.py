@@ -5,10 +5,14 @@ nothing."""
 
 from __future__ import annotations
 
+import logging
+
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import RestoreMode, State
 from specivod.engine.context import Context, version_to_restore
 from specivod.engine.journal import Kind, Transaction
+
+log = logging.getLogger(__name__)
 
 
 async def roll_back(context: Context, transaction: Transaction, reason: str) -> Transaction:
@@ -28,6 +32,9 @@ async def roll_back(context: Context, transaction: Transaction, reason: str) -> 
         return await _start_previous(context, transaction, "schema unchanged, image rollback only")
     except SpecivodError as error:
         return _failed(context, transaction, str(error))
+    except Exception as error:
+        log.exception("unexpected error in the rollback of transaction %s", transaction.id)
+        return _failed(context, transaction, f"unexpected error: {error!r}")
 
 
 def _why_restore(transaction: Transaction, fingerprint: str | None) -> str:
@@ -46,24 +53,29 @@ async def _fingerprint(context: Context) -> str | None:
 
 
 async def restore_and_start(context: Context, transaction: Transaction, why: str) -> Transaction:
-    """RESTORING: stop the app, restore backup and data dir, start the previous version."""
+    """RESTORING: check the backup, stop the app, restore backup and data dir, start the previous
+    version. A restore already journaled as done is not done again."""
     try:
+        if transaction.restored:
+            return await _start_previous(context, transaction, "database and data dir restored")
         backup_id = transaction.backup_id
         if backup_id is None:
             raise SpecivodError("no backup is recorded for this transaction; cannot restore")
         transaction = context.enter(
             transaction, State.RESTORING, f"{why}: restoring backup {backup_id}"
         )
+        await context.backups.prepare_restore(backup_id)
         services = await context.deployment.app_services(context.database_service)
         await context.deployment.stop(services)
-        if transaction.kind is Kind.ROLLBACK:
+        if transaction.kind is Kind.ROLLBACK and transaction.safety_backup_id is None:
             safety = await context.backups.create(
                 version=transaction.from_version,
                 reason="state replaced by a manual rollback",
                 protect=[backup_id],
             )
-            context.report(transaction, f"the state being replaced is kept in backup {safety.id}")
-        restored = await context.backups.restore(backup_id)
+            transaction = context.journal.record(transaction, safety_backup_id=safety.id)
+            context.tell(transaction, f"the state being replaced is kept in backup {safety.id}")
+        restored = await context.backups.restore(backup_id, verify=False)
         aside = restored.data_aside
         transaction = context.journal.record(
             transaction, restored=True, data_aside=str(aside) if aside is not None else None
@@ -71,6 +83,9 @@ async def restore_and_start(context: Context, transaction: Transaction, why: str
         return await _start_previous(context, transaction, "database and data dir restored")
     except SpecivodError as error:
         return _failed(context, transaction, str(error))
+    except Exception as error:
+        log.exception("unexpected error restoring for transaction %s", transaction.id)
+        return _failed(context, transaction, f"unexpected error: {error!r}")
 
 
 async def _start_previous(context: Context, transaction: Transaction, how: str) -> Transaction:

@@ -88,7 +88,7 @@ class Engine:
                 now=self.context.clock.now(),
                 detail=f"upgrade {deployed} → {target}",
             )
-            self.context.report(transaction, f"upgrading {deployed} → {target}")
+            self.context.tell(transaction, f"upgrading {deployed} → {target}")
             return Result(await run_upgrade(self.context, transaction), recovered)
 
     async def rollback(

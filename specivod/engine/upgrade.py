@@ -6,11 +6,15 @@ From STARTING on, a failure hands over to the rollback.
 
 from __future__ import annotations
 
+import logging
+
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import State
 from specivod.engine.context import Context, version_being_installed
 from specivod.engine.journal import Transaction
 from specivod.engine.rollback import roll_back
+
+log = logging.getLogger(__name__)
 
 
 async def run_upgrade(context: Context, transaction: Transaction) -> Transaction:
@@ -23,7 +27,9 @@ async def run_upgrade(context: Context, transaction: Transaction) -> Transaction
         )
         fingerprint = await context.backups.fingerprint()
         backup = await context.backups.create(
-            version=transaction.from_version, reason=f"before upgrade to {target}"
+            version=transaction.from_version,
+            reason=f"before upgrade to {target}",
+            protect=context.journal.backups_still_needed(),
         )
         transaction = context.journal.record(
             transaction, backup_id=backup.id, fingerprint_before=fingerprint
@@ -39,13 +45,24 @@ async def run_upgrade(context: Context, transaction: Transaction) -> Transaction
         context.boundary()
     except SpecivodError as error:
         return abort(context, transaction, str(error))
+    except Exception as error:
+        log.exception("unexpected error before %s was started", target)
+        return abort(context, transaction, f"unexpected error: {error!r}")
     return await start_and_verify(context, transaction)
 
 
 def abort(context: Context, transaction: Transaction, reason: str) -> Transaction:
-    """End an upgrade that never started the new version: ``.env`` back as it was."""
+    """End an upgrade that never started the new version: ``.env`` back as it was. When even
+    that fails the transaction stays open, and the next start tries the abort again."""
     if transaction.state is State.PINNED and transaction.from_version is not None:
-        context.deployment.pin(transaction.from_version)
+        try:
+            context.deployment.pin(transaction.from_version)
+        except SpecivodError as error:
+            raise SpecivodError(
+                f"{reason}; then putting {transaction.from_version} back in .env failed: {error}. "
+                f"The running app was not touched; transaction {transaction.id} stays open and "
+                "is finished at the next start"
+            ) from None
     return context.enter(
         transaction,
         State.ABORTED,
@@ -61,6 +78,9 @@ async def start_and_verify(context: Context, transaction: Transaction) -> Transa
         await context.deployment.up(target)
     except SpecivodError as error:
         return await roll_back(context, transaction, f"starting {target} failed: {error}")
+    except Exception as error:
+        log.exception("unexpected error starting %s", target)
+        return await roll_back(context, transaction, f"starting {target} failed: {error!r}")
     return await verify(context, transaction)
 
 
@@ -71,6 +91,9 @@ async def verify(context: Context, transaction: Transaction) -> Transaction:
         verdict = await context.gate.verify(target)
     except SpecivodError as error:
         return await roll_back(context, transaction, f"verifying {target} failed: {error}")
+    except Exception as error:
+        log.exception("unexpected error verifying %s", target)
+        return await roll_back(context, transaction, f"verifying {target} failed: {error!r}")
     if verdict.healthy:
         return context.enter(transaction, State.SUCCEEDED, f"{target} is healthy: {verdict.detail}")
     return await roll_back(context, transaction, f"{target} {verdict.detail}")

@@ -135,7 +135,13 @@ class FakeBackups:
         self.backups[backup.id] = backup
         return backup
 
-    async def restore(self, backup_id: str) -> FakeRestore:
+    async def prepare_restore(self, backup_id: str) -> FakeBackup:
+        self.world.calls.append(f"check backup {backup_id}")
+        if backup_id not in self.backups:
+            raise BackupError(f"no backup {backup_id}")
+        return self.backups[backup_id]
+
+    async def restore(self, backup_id: str, *, verify: bool = True) -> FakeRestore:
         self.world.calls.append(f"restore {backup_id}")
         if self.restore_fails:
             raise BackupError("pg_restore failed")

@@ -71,6 +71,7 @@ def test_environment_overrides_the_file(config: Path, monkeypatch: pytest.Monkey
     [
         (("~0.1", "~~0.1"), "policy.range: invalid version range '~~0.1'"),
         (('"6h"', '"6x"'), "registry.poll_interval: invalid duration '6x'"),
+        (('"6h"', '"0s"'), "registry.poll_interval: must be longer than zero"),
         (("Europe/Berlin", "Mars/Olympus"), "window[0].timezone: unknown IANA time zone"),
         (('"02:00"', '"25:00"'), "window[0].start: '25:00' is not a time of day"),
         (("project_dir", "project_dirr"), "deployment.project_dirr: unknown key"),

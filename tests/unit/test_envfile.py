@@ -92,3 +92,16 @@ def test_rewrite_keeps_the_owner(env: Path) -> None:
     os.chown(env, 1234, 5678)
     rewrite_variable(env, "SPECIVO_VERSION", "0.2.0")
     assert (env.stat().st_uid, env.stat().st_gid) == (1234, 5678)
+
+
+def test_rewrite_through_a_symlink_updates_the_target_and_keeps_the_link(
+    env: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "deployment" / ".env"
+    link.parent.mkdir()
+    link.symlink_to(env)
+
+    rewrite_variable(link, "SPECIVO_VERSION", "0.2.0")
+
+    assert link.is_symlink()
+    assert env.read_bytes() == ORIGINAL.replace(b'"0.1.10"', b'"0.2.0"')

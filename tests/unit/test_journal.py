@@ -80,3 +80,31 @@ def test_every_state_is_reachable_and_terminal_states_are_final() -> None:
                 frontier.append(following)
     assert reachable == set(State)
     assert all(not TRANSITIONS[state] for state in State if state.is_terminal)
+
+
+def test_a_journal_from_before_the_safety_backup_column_is_upgraded(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / JOURNAL_NAME) as old:
+        old.execute(
+            "CREATE TABLE transactions (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+            " trigger TEXT NOT NULL, restore_mode TEXT NOT NULL DEFAULT 'auto', from_version TEXT,"
+            " to_version TEXT, state TEXT NOT NULL, backup_id TEXT, fingerprint_before TEXT,"
+            " fingerprint_after TEXT, restored INTEGER NOT NULL DEFAULT 0, data_aside TEXT,"
+            " reason TEXT, started_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT)"
+        )
+        old.execute(
+            "INSERT INTO transactions (kind, trigger, from_version, to_version, state, backup_id,"
+            " started_at, updated_at) VALUES ('upgrade', 'manual', '0.1.9', '0.1.10', 'succeeded',"
+            " 'b1', ?, ?)",
+            (NOW.isoformat(), NOW.isoformat()),
+        )
+    old.close()
+
+    journal = Journal(tmp_path)
+    kept = journal.latest()
+    assert kept is not None and kept.safety_backup_id is None
+    assert journal.backups_still_needed() == ["b1"]
+    begun = journal.begin(
+        Kind.ROLLBACK, trigger="manual", from_version="0.1.10", to_version="0.1.9", now=NOW
+    )
+    recorded = journal.record(begun, safety_backup_id="b2")
+    assert journal.get(recorded.id).safety_backup_id == "b2"

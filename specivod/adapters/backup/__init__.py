@@ -235,6 +235,15 @@ class Backups:
         await asyncio.to_thread(check_files, self.path(backup_id), manifest, meter.add)
         return manifest
 
+    async def prepare_restore(
+        self, backup_id: str, progress: Progress | None = None
+    ) -> BackupManifest:
+        """Every check a restore can make before it changes anything: the backup is valid, its
+        files match their checksums, and the data dir can be swapped beside the current one."""
+        manifest = await self.verify(backup_id, progress)
+        datadir.check_restorable(self._data_dir(), manifest.data_dir.size)
+        return manifest
+
     async def restore(
         self, backup_id: str, progress: Progress | None = None, *, verify: bool = True
     ) -> RestoreResult:
