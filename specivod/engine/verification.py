@@ -1,6 +1,7 @@
 """The health gate an upgrade must pass: the health service's container runs the expected
 version and Docker reports it healthy, the optional health URL answers 2xx, and every smoke check
-passes, all within ``health.retries`` × ``health.interval``."""
+passes, all within ``health.retries`` × ``health.interval``. A container without a Docker
+healthcheck must also be seen running, unrestarted, at two checks in a row."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 from dataclasses import dataclass
 
 from specivod.adapters.clock import Clock
-from specivod.adapters.protocols import Deployment, HttpProbe
+from specivod.adapters.protocols import Deployment, HttpProbe, ServiceState
+from specivod.domain.errors import DeploymentError
 from specivod.domain.references import ImageReference, parse_reference
 from specivod.retrying import at_fixed_interval
 from specivod.settings import HealthSettings, SmokeCheck
@@ -40,6 +42,16 @@ def runs_version(image: str, repository: ImageReference, version: str) -> bool |
     return tag == version
 
 
+def _same_run(before: ServiceState | None, now: ServiceState) -> bool:
+    """Whether ``now`` is the same container, not restarted since ``before`` was seen running."""
+    return (
+        before is not None
+        and before.running
+        and (before.container_id, before.started_at, before.restart_count)
+        == (now.container_id, now.started_at, now.restart_count)
+    )
+
+
 class HealthGate:
     def __init__(
         self,
@@ -54,10 +66,12 @@ class HealthGate:
         self._settings = settings
         self._repository = repository
         self._clock = clock
+        self._last_seen: ServiceState | None = None
 
     async def verify(self, version: str) -> Verdict:
         settings = self._settings
         attempts = 0
+        self._last_seen = None
         try:
             async for attempt in at_fixed_interval(
                 settings.retries,
@@ -77,14 +91,23 @@ class HealthGate:
         return Verdict(True, attempts, detail)
 
     async def _check_once(self, version: str) -> str:
-        state = await self._deployment.service_state(self._settings.service)
+        try:
+            state = await self._deployment.service_state(self._settings.service)
+        except DeploymentError as error:  # a daemon hiccup: counts as one failed check
+            raise NotHealthyYet(str(error)) from None
+        last_seen, self._last_seen = self._last_seen, state
         if state.container_id is None:
             raise NotHealthyYet(f"service {self._settings.service} has no container")
         if runs_version(state.image, self._repository, version) is False:
             raise NotHealthyYet(f"{state.service} runs {state.image}, not version {version}")
         if not state.healthy:
             raise NotHealthyYet(state.describe())
-        passed = [f"{state.service} {state.health or 'running'}"]
+        if state.health is None and not _same_run(last_seen, state):
+            raise NotHealthyYet(
+                f"{state.service} has no healthcheck; waiting to see it still running, "
+                "unrestarted, at the next check"
+            )
+        passed = [f"{state.service} {state.health or 'running, without restarts'}"]
         if self._settings.url:
             await self._expect(self._settings.url, "GET", None, None)
             passed.append("health URL 2xx")
