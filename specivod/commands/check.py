@@ -14,6 +14,7 @@ from specivod.adapters.protocols import Registry
 from specivod.commands.output import emit_json, say
 from specivod.domain.planning import Plan, make_plan
 from specivod.domain.windows import is_open, next_opening
+from specivod.engine.journal import JOURNAL_NAME, Journal
 from specivod.settings import Settings
 
 
@@ -56,10 +57,21 @@ def deployed_version(settings: Settings) -> str | None:
     return effective_variable(deployment.env_path, deployment.version_variable, os.environ)
 
 
+def _rolled_back(settings: Settings) -> dict[str, str]:
+    """What the engine will skip; an absent journal (nothing ever upgraded) skips nothing."""
+    if not (settings.state.dir / JOURNAL_NAME).exists():
+        return {}
+    journal = Journal(settings.state.dir)
+    try:
+        return journal.rolled_back_versions()
+    finally:
+        journal.close()
+
+
 async def inspect(settings: Settings, registry: Registry, clock: Clock) -> CheckReport:
     deployed = deployed_version(settings)
     tags = await registry.list_tags()
-    plan = make_plan(tags, deployed, settings.policy.version_policy())
+    plan = make_plan(tags, deployed, settings.policy.version_policy(), _rolled_back(settings))
     now = clock.now()
     windows = settings.windows()
     return CheckReport(plan, is_open(windows, now), next_opening(windows, now))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from specivod.domain.versions import Version, VersionPolicy, parse_tags, parse_version
@@ -21,9 +21,18 @@ class Plan:
         return self.target is not None
 
 
-def make_plan(tags: Iterable[str], deployed: str | None, policy: VersionPolicy) -> Plan:
+def make_plan(
+    tags: Iterable[str],
+    deployed: str | None,
+    policy: VersionPolicy,
+    avoid: Mapping[str, str] | None = None,
+) -> Plan:
+    """The next version to install. ``avoid`` maps tags never to pick again to the reason (an
+    upgrade to them was rolled back); they are still listed as the registry's latest."""
     versions = parse_tags(tags)
     latest = versions[-1] if versions else None
+    avoided = [version for version in versions if avoid and version.tag in avoid]
+    versions = [version for version in versions if version not in avoided]
     if deployed is None:
         return Plan(
             None,
@@ -49,4 +58,7 @@ def make_plan(tags: Iterable[str], deployed: str | None, policy: VersionPolicy) 
         reason = f"newer allowed versions exist, but none within one {policy.step} step"
     else:
         reason = f"{deployed} is the newest version allowed by range {policy.range!r}"
+    skipped = policy.candidates(avoided, current)
+    if skipped and avoid:
+        reason += "; skipped: " + ", ".join(f"{v.tag} ({avoid[v.tag]})" for v in skipped)
     return Plan(deployed, candidates, target, latest, reason)

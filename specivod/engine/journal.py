@@ -287,6 +287,27 @@ class Journal:
         upgrade = self.last_succeeded_upgrade()
         return [upgrade.backup_id] if upgrade is not None and upgrade.backup_id else []
 
+    def rolled_back_versions(self) -> dict[str, str]:
+        """Versions an unattended upgrade must not pick again, each with why: an upgrade to it
+        was rolled back (or its rollback failed), or a person rolled it back. A later successful
+        upgrade to the same version (``--to``) clears it."""
+        rows = self._query(
+            "SELECT id, kind, from_version, to_version, state FROM transactions "
+            "WHERE state IN (?, ?, ?) ORDER BY id",
+            (State.SUCCEEDED.value, State.ROLLED_BACK.value, State.ROLLBACK_FAILED.value),
+        )
+        avoided: dict[str, str] = {}
+        for row in rows:
+            state, number = State(row["state"]), row["id"]
+            if row["kind"] == Kind.ROLLBACK.value:
+                if state is State.ROLLED_BACK and row["from_version"]:
+                    avoided[row["from_version"]] = f"rolled back by hand in transaction #{number}"
+            elif state is State.SUCCEEDED:
+                avoided.pop(row["to_version"], None)
+            elif row["to_version"]:
+                avoided[row["to_version"]] = f"failed and was rolled back in transaction #{number}"
+        return avoided
+
     def history(self, limit: int = 50) -> list[Transaction]:
         rows = self._query("SELECT * FROM transactions ORDER BY id DESC LIMIT ?", (limit,))
         return [_row_to_transaction(row) for row in rows]

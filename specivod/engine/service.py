@@ -139,7 +139,9 @@ class Engine:
     async def _choose_target(self, deployed: str, to: str | None, force: bool) -> str:
         tags = await self._registry.list_tags()
         if to is None:
-            plan = make_plan(tags, deployed, self._policy)
+            plan = make_plan(
+                tags, deployed, self._policy, self.context.journal.rolled_back_versions()
+            )
             if plan.target is None:
                 raise NothingToDo(plan.reason)
             return plan.target.tag

@@ -74,6 +74,11 @@ def test_never_healthy_release_is_rolled_back_without_restore(
     assert deployment.running_version() == BASELINE
     assert deployment.api_container()["State"]["Health"]["Status"] == "healthy"  # type: ignore[index]
     assert deployment.table_checksum() == rows_before
+    check = specivod("check", "--json")
+    assert check.returncode == 0, check.stderr
+    planned = json.loads(check.stdout)
+    assert NEVER_HEALTHY not in planned["candidates"]
+    assert f"skipped: {NEVER_HEALTHY} (failed and was rolled back" in planned["reason"]
 
 
 def test_release_that_migrates_then_fails_is_restored_exactly(

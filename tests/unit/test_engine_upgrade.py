@@ -44,6 +44,22 @@ async def test_policy_target_is_used_without_to(tmp_path: Path) -> None:
     assert result.transaction.to_version == "0.2.3"
 
 
+async def test_a_rolled_back_release_is_not_picked_again_unless_asked_for(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, world)
+    assert (await kit.engine.upgrade()).transaction.state is State.ROLLED_BACK
+
+    retried = (await kit.engine.upgrade()).transaction
+
+    assert retried.to_version == "0.2.1"
+    assert retried.state is State.SUCCEEDED
+    world.pinned = world.running = "0.1.10"
+    asked = (await kit.engine.upgrade(to="0.2.3")).transaction
+    assert asked.to_version == "0.2.3"
+
+
 async def test_never_healthy_release_rolls_back_without_restore(tmp_path: Path) -> None:
     world = World(releases={"0.2.1": FakeRelease(healthy=False)})
     kit = make_kit(tmp_path, world)

@@ -108,3 +108,34 @@ def test_a_journal_from_before_the_safety_backup_column_is_upgraded(tmp_path: Pa
     )
     recorded = journal.record(begun, safety_backup_id="b2")
     assert journal.get(recorded.id).safety_backup_id == "b2"
+
+
+def _finish(journal: Journal, kind: Kind, versions: tuple[str, str], path: list[State]) -> None:
+    transaction = journal.begin(
+        kind, trigger="manual", from_version=versions[0], to_version=versions[1], now=NOW
+    )
+    for state in path:
+        transaction = journal.advance(transaction, state, now=NOW)
+
+
+def test_rolled_back_versions_are_remembered_until_installed_successfully(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    forward = [State.BACKING_UP, State.PULLING, State.PINNED, State.STARTING, State.VERIFYING]
+    _finish(
+        journal,
+        Kind.UPGRADE,
+        ("0.1.10", "0.2.1"),
+        [*forward, State.ROLLING_BACK, State.ROLLED_BACK],
+    )
+    _finish(journal, Kind.UPGRADE, ("0.1.10", "0.2.0"), [*forward, State.SUCCEEDED])
+    _finish(journal, Kind.ROLLBACK, ("0.2.0", "0.1.10"), [State.ROLLING_BACK, State.ROLLED_BACK])
+    _finish(journal, Kind.UPGRADE, ("0.1.10", "0.1.11"), [State.BACKING_UP, State.ABORTED])
+
+    assert journal.rolled_back_versions() == {
+        "0.2.1": "failed and was rolled back in transaction #1",
+        "0.2.0": "rolled back by hand in transaction #3",
+    }
+
+    _finish(journal, Kind.UPGRADE, ("0.1.10", "0.2.1"), [*forward, State.SUCCEEDED])
+
+    assert set(journal.rolled_back_versions()) == {"0.2.0"}

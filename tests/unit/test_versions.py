@@ -97,6 +97,17 @@ def test_plan_explains_a_missing_intermediate_release() -> None:
     assert plan.latest is not None and plan.latest.tag == "0.3.0"
 
 
+def test_plan_skips_versions_to_avoid_and_says_why() -> None:
+    tags = ["0.1.10", "0.2.0", "0.2.1", "0.2.3"]
+
+    plan = make_plan(tags, "0.1.10", VersionPolicy("*"), {"0.2.3": "rolled back in #4"})
+
+    assert plan.target is not None and plan.target.tag == "0.2.1"
+    assert "0.2.3" not in [v.tag for v in plan.candidates]
+    assert plan.latest is not None and plan.latest.tag == "0.2.3"
+    assert plan.reason.endswith("skipped: 0.2.3 (rolled back in #4)")
+
+
 def test_plan_with_unpinned_or_unparseable_deployment() -> None:
     assert "not semver" in make_plan(["0.1.10"], "latest", VersionPolicy("*")).reason
     assert make_plan(["0.1.10"], None, VersionPolicy("*")).target is None
