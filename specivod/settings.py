@@ -198,7 +198,9 @@ class BackupSettings(Section):
     database_name: str = Field("specivo")
     dump_command: list[str] | None = Field(None, description="Default: pg_dump -Fc.")
     restore_command: list[str] | None = Field(
-        None, description="Default: pg_restore --clean --if-exists --single-transaction."
+        None,
+        description="Reads the dump on stdin. Default: pg_restore --clean --if-exists into psql, "
+        "in one transaction with the drop of the relations the backup lacks.",
     )
     fingerprint_query: str | None = Field(
         None, description="SQL whose result identifies the schema; default: hash of the schema."

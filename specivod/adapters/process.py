@@ -31,11 +31,14 @@ class Completed:
     def ok(self) -> bool:
         return self.returncode == 0
 
-    def describe(self, shown: Sequence[str] | None = None) -> str:
+    def describe(self, shown: Sequence[str] | str | None = None) -> str:
         """``<command> exited with N: <last stderr lines>`` for error messages; ``shown`` names
-        the command more briefly than its full argv."""
+        the command more briefly than its full argv (a string is shown as it is)."""
         detail = " / ".join(line.strip() for line in self.stderr.strip().splitlines()[-3:])
-        name = shlex.join(shown if shown is not None else self.command)
+        if isinstance(shown, str):
+            name = shown
+        else:
+            name = shlex.join(shown if shown is not None else self.command)
         return f"`{name}` exited with {self.returncode}" + (f": {detail}" if detail else "")
 
 

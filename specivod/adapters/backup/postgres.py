@@ -38,6 +38,21 @@ comments (server and dump versions) and psql's random per-dump ``\\restrict`` ke
 
 Position = Callable[[int], None]
 
+_ATOMIC_RESTORE = r"""
+drop_sql=$1
+shift
+{
+    printf 'BEGIN;\n%s;\n' "$drop_sql"
+    if pg_restore --clean --if-exists -f -; then
+        printf 'COMMIT;\n'
+    else
+        printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'pg_restore failed'; END \$\$;"
+    fi
+} | psql -X -q -o /dev/null -v ON_ERROR_STOP=1 "$@"
+"""
+"""Run by ``sh`` in the database container. psql stops at the first error and the server rolls
+the open transaction back; without ``COMMIT`` nothing is kept."""
+
 
 def _schema_line_matters(line: bytes) -> bool:
     text = line.strip()
@@ -61,19 +76,6 @@ class PostgresDatabase:
         if self._settings.dump_command is not None:
             return list(self._settings.dump_command)
         return ["pg_dump", "-Fc", *self._connection, "-d", self._settings.database_name]
-
-    def restore_command(self) -> list[str]:
-        if self._settings.restore_command is not None:
-            return list(self._settings.restore_command)
-        return [
-            "pg_restore",
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            *self._connection,
-            "-d",
-            self._settings.database_name,
-        ]
 
     async def _exec(
         self,
@@ -114,21 +116,44 @@ class PostgresDatabase:
         return entries
 
     async def restore(self, dump: Path, read: Position | None = None) -> None:
-        """Replace the database's contents with the dump; the restore itself is one transaction,
-        after the relations the dump lacks were dropped (see ``leftovers``)."""
-        kept = relations_in(await self.validate(dump))
-        result = await self._exec(self._psql(leftovers.drop_missing_sql(kept)))
-        if not result.ok:
-            raise BackupError(
-                f"cannot drop the relations the backup does not have: {result.describe()}"
-            )
-        for notice in result.stderr.splitlines():
-            log.info("%s", notice)
+        """Replace the database's contents with the dump, after dropping the relations the dump
+        lacks (see ``leftovers``). By default both are one transaction: a restore that fails
+        changes nothing. A configured ``restore_command`` runs after the drop has committed."""
+        drop = leftovers.drop_missing_sql(relations_in(await self.validate(dump)))
+        configured = self._settings.restore_command
+        if configured is None:
+            command = self.atomic_restore_command(drop)
+            shown: str | None = "pg_restore --clean --if-exists | psql"
+            failed = "database restore failed and was rolled back, the database is unchanged"
+        else:
+            result = await self._exec(self._psql(drop))
+            if not result.ok:
+                raise BackupError(
+                    f"cannot drop the relations the backup does not have: {result.describe()}"
+                )
+            command, shown, failed = list(configured), None, "database restore failed"
         with dump.open("rb") as stream:
             async with _reporting(stream, read, _read_position):
-                result = await self._exec(self.restore_command(), stdin=stream)
+                result = await self._exec(command, stdin=stream)
         if not result.ok:
-            raise BackupError(f"database restore failed: {result.describe()}")
+            raise BackupError(f"{failed}: {result.describe(shown)}")
+        for notice in result.stderr.splitlines():
+            log.info("%s", notice)
+
+    def atomic_restore_command(self, drop_sql: str) -> list[str]:
+        """``drop_sql`` and the dump (on stdin, turned into SQL by ``pg_restore``) in one
+        transaction through ``psql``; it is committed only when ``pg_restore`` read the whole
+        dump, and rolled back on the first error."""
+        return [
+            "sh",
+            "-c",
+            _ATOMIC_RESTORE,
+            "specivod-restore",
+            drop_sql,
+            *self._connection,
+            "-d",
+            self._settings.database_name,
+        ]
 
     async def size(self) -> int:
         """``pg_database_size`` of the database."""
