@@ -84,7 +84,7 @@ class FakeCompose:
             assert stdin is not None
             ok = stdin.read(5) == b"PGDMP"
             return Completed(command, 0 if ok else 1, self.table_of_contents if ok else "", "")
-        if command[0] == "pg_restore":
+        if command[0] == "pg_restore" or command[:2] == ("sh", "-c"):
             assert stdin is not None
             self.restored = stdin.read()
             return Completed(command, self.restore_exit, "", "pg_restore: error: boom")
@@ -256,14 +256,33 @@ async def test_restore_replaces_database_then_swaps_the_data_dir(
 
     assert compose.restored == DUMP
     commands = [call[0] for call in compose.calls]
-    assert commands == ["pg_restore", "psql", "pg_restore"]
-    assert "--single-transaction" in compose.calls[2] and "--clean" in compose.calls[2]
-    assert "('public', 'issues')" in compose.calls[1][-1]
+    assert commands == ["pg_restore", "sh"]
+    script, drop_sql = compose.calls[1][2], compose.calls[1][4]
+    assert "pg_restore --clean --if-exists" in script and "ON_ERROR_STOP=1" in script
+    assert script.index("BEGIN") < script.index("pg_restore") < script.index("COMMIT")
+    assert "('public', 'issues')" in drop_sql
     assert (data_dir / "FORMAT").read_text() == "format 1\n"
     assert result.data_aside is not None
     assert (result.data_aside / "FORMAT").read_text() == "format 3\n"
     assert result.data_aside.name.startswith("data.replaced-")
     assert result.data_dir == resolved(data_dir)
+
+
+async def test_a_configured_restore_command_runs_after_the_drop(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    compose = FakeCompose(data_dir)
+    restore_command = ["pg_restore", "--clean", "-d", "specivo"]
+    backups = make(tmp_path, compose, restore_command=restore_command)
+    manifest = await backups.create(version="0.1.10", reason="manual")
+    compose.calls.clear()
+
+    await backups.restore(manifest.id)
+
+    assert [call[0] for call in compose.calls] == ["pg_restore", "psql", "pg_restore"]
+    assert "('public', 'issues')" in compose.calls[1][-1]
+    assert list(compose.calls[2]) == restore_command
+    assert compose.restored == DUMP
 
 
 async def test_a_failed_database_restore_leaves_the_data_dir_alone(
