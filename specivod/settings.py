@@ -180,7 +180,9 @@ class SmokeCheck(Section):
 class HealthSettings(Section):
     service: str = Field("api", description="Service whose Docker health gates an upgrade.")
     url: str | None = Field(None, pattern=r"^https?://", description="Must answer 2xx.")
-    retries: int = Field(30, ge=1, description="Health checks before an upgrade counts as failed.")
+    retries: int = Field(
+        30, ge=2, description="Health checks before an upgrade counts as failed (at least 2)."
+    )
     interval: Duration = Field(timedelta(seconds=5), description="Pause between health checks.")
     timeout: Duration = Field(timedelta(seconds=5), description="Limit for one HTTP check.")
     smoke: list[SmokeCheck] = Field(default_factory=list, description="Checks after health.")

@@ -87,9 +87,11 @@ async def run(
 async def _kill(process: asyncio.subprocess.Process) -> None:
     """Stop the command and whatever it started (its session): TERM, a grace period, KILL."""
     _signal_group(process, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait(), _GRACE_SECONDS)
-    _signal_group(process, signal.SIGKILL)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), _GRACE_SECONDS)
+    finally:
+        _signal_group(process, signal.SIGKILL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(process.wait(), 10)
 

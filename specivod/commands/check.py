@@ -3,6 +3,7 @@ maintenance window."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,10 +13,13 @@ from specivod.adapters.clock import Clock
 from specivod.adapters.envfile import effective_variable
 from specivod.adapters.protocols import Registry
 from specivod.commands.output import emit_json, say
+from specivod.domain.errors import JournalError
 from specivod.domain.planning import Plan, make_plan
 from specivod.domain.windows import is_open, next_opening
 from specivod.engine.journal import JOURNAL_NAME, Journal
 from specivod.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,13 @@ def deployed_version(settings: Settings) -> str | None:
 
 def _rolled_back(settings: Settings) -> dict[str, str]:
     """What the engine will skip; an absent journal (nothing ever upgraded) skips nothing."""
-    if not (settings.state.dir / JOURNAL_NAME).exists():
+    try:
+        if not (settings.state.dir / JOURNAL_NAME).exists():
+            return {}
+        journal = Journal(settings.state.dir)
+    except (OSError, JournalError) as problem:
+        log.warning("versions rolled back before are not considered: %s", problem)
         return {}
-    journal = Journal(settings.state.dir)
     try:
         return journal.rolled_back_versions()
     finally:

@@ -27,12 +27,12 @@ def make_plan(
     policy: VersionPolicy,
     avoid: Mapping[str, str] | None = None,
 ) -> Plan:
-    """The next version to install. ``avoid`` maps tags never to pick again to the reason (an
-    upgrade to them was rolled back); they are still listed as the registry's latest."""
+    """The next version to install. ``avoid`` maps tags never to pick as the target to the reason
+    (an upgrade to them was rolled back); they stay among the candidates the policy allows."""
     versions = parse_tags(tags)
     latest = versions[-1] if versions else None
     avoided = [version for version in versions if avoid and version.tag in avoid]
-    versions = [version for version in versions if version not in avoided]
+    eligible = [version for version in versions if version not in avoided]
     if deployed is None:
         return Plan(
             None,
@@ -51,11 +51,13 @@ def make_plan(
             f"the deployed version {deployed!r} is not semver; pin a release first",
         )
     candidates = policy.candidates(versions, current)
-    target = policy.target(versions, current)
+    target = policy.target(eligible, current)
     if target is not None:
         reason = f"{target} is the highest allowed version within one {policy.step} step"
-    elif candidates:
+    elif policy.candidates(eligible, current):
         reason = f"newer allowed versions exist, but none within one {policy.step} step"
+    elif candidates:
+        reason = "every newer allowed version was rolled back before"
     else:
         reason = f"{deployed} is the newest version allowed by range {policy.range!r}"
     skipped = policy.candidates(avoided, current)

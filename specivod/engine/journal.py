@@ -154,8 +154,13 @@ class Journal:
     def _add_missing_columns(self) -> None:
         present = {row["name"] for row in self._db.execute("PRAGMA table_info(transactions)")}
         for name, kind in _COLUMNS_ADDED_LATER.items():
-            if name not in present:
+            if name in present:
+                continue
+            try:
                 self._db.execute(f"ALTER TABLE transactions ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as error:
+                if "duplicate column" not in str(error):  # another process was quicker
+                    raise
 
     def close(self) -> None:
         self._db.close()

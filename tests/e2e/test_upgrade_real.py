@@ -77,7 +77,7 @@ def test_never_healthy_release_is_rolled_back_without_restore(
     check = specivod("check", "--json")
     assert check.returncode == 0, check.stderr
     planned = json.loads(check.stdout)
-    assert NEVER_HEALTHY not in planned["candidates"]
+    assert NEVER_HEALTHY in planned["candidates"] and planned["target"] != NEVER_HEALTHY
     assert f"skipped: {NEVER_HEALTHY} (failed and was rolled back" in planned["reason"]
 
 

@@ -258,8 +258,9 @@ async def test_restore_replaces_database_then_swaps_the_data_dir(
     commands = [call[0] for call in compose.calls]
     assert commands == ["pg_restore", "sh"]
     script, drop_sql = compose.calls[1][2], compose.calls[1][4]
-    assert "pg_restore --clean --if-exists" in script and "ON_ERROR_STOP=1" in script
-    assert script.index("BEGIN") < script.index("pg_restore") < script.index("COMMIT")
+    assert "pg_restore --clean --if-exists --single-transaction -f -" in script
+    assert "ON_ERROR_STOP=1" in script
+    assert script.index("BEGIN") < script.index("pg_restore")
     assert "('public', 'issues')" in drop_sql
     assert (data_dir / "FORMAT").read_text() == "format 1\n"
     assert result.data_aside is not None

@@ -103,7 +103,7 @@ def test_plan_skips_versions_to_avoid_and_says_why() -> None:
     plan = make_plan(tags, "0.1.10", VersionPolicy("*"), {"0.2.3": "rolled back in #4"})
 
     assert plan.target is not None and plan.target.tag == "0.2.1"
-    assert "0.2.3" not in [v.tag for v in plan.candidates]
+    assert [v.tag for v in plan.candidates] == ["0.2.0", "0.2.1", "0.2.3"]
     assert plan.latest is not None and plan.latest.tag == "0.2.3"
     assert plan.reason.endswith("skipped: 0.2.3 (rolled back in #4)")
 
@@ -161,3 +161,14 @@ def test_parse_tags_sorts_ascending(tags: list[str]) -> None:
     parsed: list[Version] = parse_tags([*tags, "latest"])
     assert parsed == sorted(parsed)
     assert len(parsed) == len(tags)
+
+
+def test_plan_when_every_newer_version_was_rolled_back() -> None:
+    avoid = {"0.1.11": "rolled back in #2"}
+
+    plan = make_plan(["0.1.10", "0.1.11"], "0.1.10", VersionPolicy("*"), avoid)
+
+    assert plan.target is None
+    assert plan.reason == (
+        "every newer allowed version was rolled back before; skipped: 0.1.11 (rolled back in #2)"
+    )

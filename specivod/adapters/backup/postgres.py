@@ -37,21 +37,34 @@ _NOISE_PREFIXES = ("--", "\\restrict", "\\unrestrict")
 comments (server and dump versions) and psql's random per-dump ``\\restrict`` key."""
 
 Position = Callable[[int], None]
+_NESTED_BEGIN = "there is already a transaction in progress"
+"""psql's warning at pg_restore's own ``BEGIN`` inside the restore's transaction; expected."""
 
 _ATOMIC_RESTORE = r"""
 drop_sql=$1
 shift
+failed=$(mktemp) || exit 1
+rm -f "$failed"
 {
     printf 'BEGIN;\n%s;\n' "$drop_sql"
-    if pg_restore --clean --if-exists -f -; then
-        printf 'COMMIT;\n'
-    else
-        printf '%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'pg_restore failed'; END \$\$;"
+    if ! pg_restore --clean --if-exists --single-transaction -f -; then
+        : > "$failed"
+        printf '\\.\n%s\n' "DO \$\$ BEGIN RAISE EXCEPTION 'pg_restore failed'; END \$\$;"
     fi
 } | psql -X -q -o /dev/null -v ON_ERROR_STOP=1 "$@"
+status=$?
+if [ -e "$failed" ]; then
+    rm -f "$failed"
+    exit 1
+fi
+exit $status
 """
-"""Run by ``sh`` in the database container. psql stops at the first error and the server rolls
-the open transaction back; without ``COMMIT`` nothing is kept."""
+r"""Run by ``sh`` in the database container (PostgreSQL 12 or later: ``-f -`` is stdout).
+``pg_restore --single-transaction`` wraps its SQL, large objects included, in one transaction
+that the outer ``BEGIN`` extends to the drop; its ``COMMIT`` comes last, only when it read the
+whole dump. When it fails there is no ``COMMIT``, so the server rolls everything back when psql
+disconnects; ``\.`` and the ``RAISE`` make psql stop early, and the script exits 1 whatever psql
+said (psql exits 0 when its input merely ends)."""
 
 
 def _schema_line_matters(line: bytes) -> bool:
@@ -138,7 +151,8 @@ class PostgresDatabase:
         if not result.ok:
             raise BackupError(f"{failed}: {result.describe(shown)}")
         for notice in result.stderr.splitlines():
-            log.info("%s", notice)
+            if _NESTED_BEGIN not in notice:
+                log.info("%s", notice)
 
     def atomic_restore_command(self, drop_sql: str) -> list[str]:
         """``drop_sql`` and the dump (on stdin, turned into SQL by ``pg_restore``) in one
