@@ -28,6 +28,10 @@ TAGS = ["0.1.9", "0.1.10", "0.1.11", "0.2.0", "0.2.1", "0.2.3", "0.3.0", "latest
 ALWAYS_OPEN = Window(frozenset(range(7)), time(0, 0), time(0, 0), ZoneInfo("UTC"))
 
 
+class Crash(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
 @dataclass
 class Kit:
     world: World

@@ -12,12 +12,8 @@ from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Transaction
-from tests.unit.engine_kit import make_kit
+from tests.unit.engine_kit import Crash, make_kit
 from tests.unit.fakes import FakeDeployment, FakeRelease, World
-
-
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
 
 
 class EnvNotWritable(FakeDeployment):

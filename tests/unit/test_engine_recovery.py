@@ -11,12 +11,8 @@ import pytest
 
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Transaction
-from tests.unit.engine_kit import Kit, make_kit
+from tests.unit.engine_kit import Crash, Kit, make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
-
-
-class Crash(BaseException):
-    """Stands for SIGKILL: nothing after it runs, no handler sees it."""
 
 
 @dataclass(frozen=True)
