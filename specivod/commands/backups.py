@@ -108,11 +108,8 @@ async def backup(settings: Settings, *, show_progress: bool) -> int:
 
 
 def _needed_for_rollback(settings: Settings) -> list[str]:
-    journal = Journal(settings.state.dir)
-    try:
+    with Journal(settings.state.dir) as journal:
         return journal.backups_still_needed()
-    finally:
-        journal.close()
 
 
 def list_backups(settings: Settings, as_json: bool) -> int:

@@ -66,14 +66,11 @@ def _rolled_back(settings: Settings) -> dict[str, str]:
     try:
         if not (settings.state.dir / JOURNAL_NAME).exists():
             return {}
-        journal = Journal(settings.state.dir)
+        with Journal(settings.state.dir) as journal:
+            return journal.rolled_back_versions()
     except (OSError, JournalError) as problem:
         log.warning("versions rolled back before are not considered: %s", problem)
         return {}
-    try:
-        return journal.rolled_back_versions()
-    finally:
-        journal.close()
 
 
 async def inspect(settings: Settings, registry: Registry, clock: Clock) -> CheckReport:

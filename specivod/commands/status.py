@@ -22,12 +22,9 @@ def _pinned(settings: Settings) -> str | None:
 
 def status(settings: Settings, as_json: bool) -> int:
     """Exit 4 when the last transaction ended in ROLLBACK_FAILED, else 0."""
-    journal = Journal(settings.state.dir)
-    try:
+    with Journal(settings.state.dir) as journal:
         latest = journal.latest()
         steps = journal.steps(latest.id) if latest else []
-    finally:
-        journal.close()
     needs_a_person = latest is not None and latest.state is State.ROLLBACK_FAILED
     pinned = _pinned(settings)
     if as_json:
@@ -53,11 +50,8 @@ def status(settings: Settings, as_json: bool) -> int:
 
 
 def history(settings: Settings, as_json: bool, limit: int) -> int:
-    journal = Journal(settings.state.dir)
-    try:
+    with Journal(settings.state.dir) as journal:
         transactions = journal.history(limit)
-    finally:
-        journal.close()
     if as_json:
         emit_json({"transactions": [transaction_json(t) for t in transactions]})
     elif not transactions:
