@@ -73,6 +73,15 @@ class Context:
             raise StopRequested(f"stopped before the next step: {self.stop.reason}")
 
 
+def failure_reason(error: Exception, doing: str) -> str:
+    """Why a step failed, for the journal. A ``SpecivodError`` says it in words; anything else
+    is a bug, logged with its traceback (call this from the ``except`` block)."""
+    if isinstance(error, SpecivodError):
+        return str(error)
+    log.exception("unexpected error %s", doing)
+    return f"unexpected error: {error!r}"
+
+
 def version_to_restore(transaction: Transaction) -> str:
     """The version a rollback returns to: the one an upgrade left, or a rollback's target."""
     version = (

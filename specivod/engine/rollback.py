@@ -5,14 +5,10 @@ nothing."""
 
 from __future__ import annotations
 
-import logging
-
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import RestoreMode, State
-from specivod.engine.context import Context, version_to_restore
+from specivod.engine.context import Context, failure_reason, version_to_restore
 from specivod.engine.journal import Kind, Transaction
-
-log = logging.getLogger(__name__)
 
 
 async def roll_back(context: Context, transaction: Transaction, reason: str) -> Transaction:
@@ -30,11 +26,9 @@ async def roll_back(context: Context, transaction: Transaction, reason: str) -> 
                 context, transaction, _why_restore(transaction, fingerprint)
             )
         return await _start_previous(context, transaction, "schema unchanged, image rollback only")
-    except SpecivodError as error:
-        return _failed(context, transaction, str(error))
     except Exception as error:
-        log.exception("unexpected error in the rollback of transaction %s", transaction.id)
-        return _failed(context, transaction, f"unexpected error: {error!r}")
+        reason = failure_reason(error, f"in the rollback of transaction {transaction.id}")
+        return _failed(context, transaction, reason)
 
 
 def _why_restore(transaction: Transaction, fingerprint: str | None) -> str:
@@ -81,11 +75,9 @@ async def restore_and_start(context: Context, transaction: Transaction, why: str
             transaction, restored=True, data_aside=str(aside) if aside is not None else None
         )
         return await _start_previous(context, transaction, "database and data dir restored")
-    except SpecivodError as error:
-        return _failed(context, transaction, str(error))
     except Exception as error:
-        log.exception("unexpected error restoring for transaction %s", transaction.id)
-        return _failed(context, transaction, f"unexpected error: {error!r}")
+        reason = failure_reason(error, f"restoring for transaction {transaction.id}")
+        return _failed(context, transaction, reason)
 
 
 async def _start_previous(context: Context, transaction: Transaction, how: str) -> Transaction:

@@ -6,15 +6,11 @@ From STARTING on, a failure hands over to the rollback.
 
 from __future__ import annotations
 
-import logging
-
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import State
-from specivod.engine.context import Context, version_being_installed
+from specivod.engine.context import Context, failure_reason, version_being_installed
 from specivod.engine.journal import Transaction
 from specivod.engine.rollback import roll_back
-
-log = logging.getLogger(__name__)
 
 
 async def run_upgrade(context: Context, transaction: Transaction) -> Transaction:
@@ -43,11 +39,9 @@ async def run_upgrade(context: Context, transaction: Transaction) -> Transaction
         transaction = context.enter(transaction, State.PINNED, f"pinning {target} in .env")
         context.deployment.pin(target)
         context.boundary()
-    except SpecivodError as error:
-        return abort(context, transaction, str(error))
     except Exception as error:
-        log.exception("unexpected error before %s was started", target)
-        return abort(context, transaction, f"unexpected error: {error!r}")
+        reason = failure_reason(error, f"before {target} was started")
+        return abort(context, transaction, reason)
     return await start_and_verify(context, transaction)
 
 
@@ -76,11 +70,9 @@ async def start_and_verify(context: Context, transaction: Transaction) -> Transa
     transaction = context.enter(transaction, State.STARTING, f"docker compose up -d ({target})")
     try:
         await context.deployment.up(target)
-    except SpecivodError as error:
-        return await roll_back(context, transaction, f"starting {target} failed: {error}")
     except Exception as error:
-        log.exception("unexpected error starting %s", target)
-        return await roll_back(context, transaction, f"starting {target} failed: {error!r}")
+        reason = failure_reason(error, f"starting {target}")
+        return await roll_back(context, transaction, f"starting {target} failed: {reason}")
     return await verify(context, transaction)
 
 
@@ -89,11 +81,9 @@ async def verify(context: Context, transaction: Transaction) -> Transaction:
     transaction = context.enter(transaction, State.VERIFYING, f"waiting for {target} to be healthy")
     try:
         verdict = await context.gate.verify(target)
-    except SpecivodError as error:
-        return await roll_back(context, transaction, f"verifying {target} failed: {error}")
     except Exception as error:
-        log.exception("unexpected error verifying %s", target)
-        return await roll_back(context, transaction, f"verifying {target} failed: {error!r}")
+        reason = failure_reason(error, f"verifying {target}")
+        return await roll_back(context, transaction, f"verifying {target} failed: {reason}")
     if verdict.healthy:
         return context.enter(transaction, State.SUCCEEDED, f"{target} is healthy: {verdict.detail}")
     return await roll_back(context, transaction, f"{target} {verdict.detail}")
