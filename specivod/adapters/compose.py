@@ -4,11 +4,17 @@ exec, and read each service's container and Docker health through the Docker SDK
 Rules: ``.env`` is the only file written; every compose call gets the version in its environment
 explicitly (the shell environment beats ``.env`` in compose's interpolation, so a pull can fetch
 the target before ``.env`` names it); containers are never recreated behind compose's back.
+Only the *versioned services* — those whose rendered image changes with the version variable —
+are pulled and recreated (``--no-deps``, never ``--remove-orphans``): a database or sidecar image
+may exist only locally, or sit on a floating tag that must not move with an upgrade.
+The deployed version is read one way everywhere (``deployed_version``): compose's own rule, the
+environment of this process over ``.env``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -28,6 +34,30 @@ from specivod.domain.errors import DeploymentError
 from specivod.settings import DeploymentSettings
 
 log = logging.getLogger(__name__)
+_PROBE_SUFFIX = "-specivod-probe"
+_warned_overrides: set[tuple[Path, str]] = set()
+
+
+def deployed_version(
+    settings: DeploymentSettings, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The version compose runs: the variable from this process's environment, else ``.env``
+    (``None`` when neither sets it). Warns once when the environment overrides ``.env``."""
+    environment = os.environ if environ is None else environ
+    variable = settings.version_variable
+    if variable in environment and (settings.env_path, variable) not in _warned_overrides:
+        _warned_overrides.add((settings.env_path, variable))
+        log.warning(
+            "%s=%s is set in this process's environment: compose uses it, and pinning %s "
+            "will not change what compose runs from this environment",
+            variable,
+            environment[variable],
+            settings.env_path,
+        )
+    try:
+        return envfile.effective_variable(settings.env_path, variable, environment)
+    except OSError as error:
+        raise DeploymentError(f"cannot read {settings.env_path}: {error}") from None
 
 
 def detect_compose_command() -> list[str]:
@@ -51,8 +81,10 @@ class ComposeDeployment:
         settings: DeploymentSettings,
         *,
         environ: Mapping[str, str] | None = None,
+        database_service: str = "db",
     ) -> None:
         self.settings = settings
+        self.database_service = database_service
         self._command = list(settings.compose_command or detect_compose_command())
         self._timeout = settings.command_timeout.total_seconds()
         self._environ = dict(os.environ if environ is None else environ)
@@ -63,10 +95,8 @@ class ComposeDeployment:
         return self.settings.env_path
 
     def pinned_version(self) -> str | None:
-        try:
-            return envfile.read_variable(self.env_path, self.settings.version_variable)
-        except OSError as error:
-            raise DeploymentError(f"cannot read {self.env_path}: {error}") from None
+        """The deployed version, as ``deployed_version`` reads it."""
+        return deployed_version(self.settings, self._environ)
 
     def pin(self, version: str) -> None:
         try:
@@ -93,6 +123,7 @@ class ComposeDeployment:
 
     def _environment(self, version: str | None) -> dict[str, str]:
         environment = dict(self._environ)
+        environment.pop("COMPOSE_REMOVE_ORPHANS", None)  # would remove the operator's containers
         pinned = version if version is not None else self.pinned_version()
         if pinned is not None:
             environment[self.settings.version_variable] = pinned
@@ -127,13 +158,49 @@ class ComposeDeployment:
             raise DeploymentError(result.describe([*self._command, *arguments]))
         return result
 
+    async def _images(self, version: str) -> dict[str, str | None]:
+        """Each service's image as ``docker compose config`` renders it with ``version``."""
+        result = await self._checked("config", "--format", "json", version=version)
+        try:
+            services = json.loads(result.stdout)["services"]
+            return {name: spec.get("image") for name, spec in services.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise DeploymentError(f"cannot read `compose config --format json`: {error}") from None
+
+    async def versioned_images(self, version: str) -> dict[str, str]:
+        """The versioned services and the image each runs with ``version``: those whose rendered
+        image differs when the version variable holds another value."""
+        images = await self._images(version)
+        probe = await self._images(version + _PROBE_SUFFIX)
+        versioned = {
+            service: image
+            for service, image in images.items()
+            if image is not None and probe.get(service) != image
+        }
+        if not versioned:
+            raise DeploymentError(
+                f"no service's image changes with {self.settings.version_variable}: the compose "
+                f"files must use ${{{self.settings.version_variable}}} in an image"
+            )
+        return dict(sorted(versioned.items()))
+
+    async def versioned_services(self, version: str) -> list[str]:
+        return list(await self.versioned_images(version))
+
     async def pull(self, version: str) -> None:
-        """Pull every service's image as it will be with ``version`` pinned."""
-        await self._checked("pull", "--quiet", version=version)
+        """Pull the versioned services' images as they will be with ``version`` pinned."""
+        services = await self.versioned_services(version)
+        await self._checked("pull", "--quiet", *services, version=version)
 
     async def up(self, version: str) -> None:
-        """``up -d`` with ``version``: compose recreates what changed, nothing else."""
-        await self._checked("up", "--detach", "--remove-orphans", version=version)
+        """``up -d --no-deps`` of the versioned services with ``version``; nothing else is
+        recreated or removed."""
+        services = await self.versioned_services(version)
+        await self._checked("up", "--detach", "--no-deps", *services, version=version)
+
+    async def start(self, services: Sequence[str]) -> None:
+        if services:
+            await self._checked("start", *services)
 
     async def stop(self, services: Sequence[str]) -> None:
         if services:
@@ -143,11 +210,11 @@ class ComposeDeployment:
         result = await self._checked("config", "--services")
         return [line for line in result.stdout.split() if line]
 
-    async def app_services(self, database_service: str) -> list[str]:
+    async def app_services(self) -> list[str]:
         """The services to stop while data is restored: configured, or all but the database."""
         if self.settings.app_services:
             return list(self.settings.app_services)
-        return [service for service in await self.services() if service != database_service]
+        return [service for service in await self.services() if service != self.database_service]
 
     def _client(self) -> docker.DockerClient:
         if self._docker is None:

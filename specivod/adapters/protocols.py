@@ -49,28 +49,44 @@ class ServiceState:
 
 
 class Deployment(Protocol):
-    """The compose project: ``.env`` is its only write path, compose applies it."""
+    """The compose project: ``.env`` is its only write path, compose applies it. Only the
+    *versioned services* (whose image is rendered from the version variable) are pulled and
+    recreated by a version change."""
 
     def pinned_version(self) -> str | None:
-        """The version ``.env`` pins (``None`` when the variable is absent)."""
+        """The deployed version as compose sees it: the environment of this process over
+        ``.env`` (``None`` when neither sets it)."""
         ...
 
     def pin(self, version: str) -> None:
         """Rewrite the version variable in ``.env`` atomically, keeping every other byte."""
         ...
 
+    async def versioned_services(self, version: str) -> list[str]:
+        """The services whose image changes with the version variable; ``DeploymentError``
+        when none does."""
+        ...
+
+    async def versioned_images(self, version: str) -> dict[str, str]:
+        """Each versioned service and the image it runs with ``version``."""
+        ...
+
     async def pull(self, version: str) -> None:
-        """Pull the images as they will be with ``version``, without touching ``.env``."""
+        """Pull the versioned services' images for ``version``, without touching ``.env``."""
         ...
 
     async def up(self, version: str) -> None:
-        """``docker compose up -d`` with ``version``."""
+        """``docker compose up -d --no-deps`` of the versioned services with ``version``."""
+        ...
+
+    async def start(self, services: Sequence[str]) -> None:
+        """Start the stopped containers of ``services`` as they are (no recreation)."""
         ...
 
     async def stop(self, services: Sequence[str]) -> None: ...
 
-    async def app_services(self, database_service: str) -> list[str]:
-        """Services to stop while data is restored."""
+    async def app_services(self) -> list[str]:
+        """Services to stop while data is restored: configured, or all but the database."""
         ...
 
     async def service_state(self, service: str) -> ServiceState: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specivod.adapters.envfile import read_variable
+from specivod.adapters import compose
 from specivod.commands import exit_codes
 from specivod.commands.journal_views import transaction_json, transaction_sentence
 from specivod.commands.output import emit_json, say
@@ -13,9 +13,8 @@ from specivod.settings import Settings
 
 
 def _pinned(settings: Settings) -> str | None:
-    deployment = settings.deployment
     try:
-        return read_variable(deployment.env_path, deployment.version_variable)
+        return compose.deployed_version(settings.deployment)
     except SpecivodError:
         return None
 

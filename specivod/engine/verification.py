@@ -1,10 +1,12 @@
-"""The health gate an upgrade must pass: the health service's container runs the expected
-version and Docker reports it healthy, the optional health URL answers 2xx, and every smoke check
-passes, all within ``health.retries`` × ``health.interval``. A container without a Docker
-healthcheck must also be seen running, unrestarted, at two checks in a row."""
+"""The health gate an upgrade must pass: every versioned service (whose image the version pins)
+and the health service run that version's image and Docker reports each healthy, the optional
+health URL answers 2xx, and every smoke check passes, all within ``health.retries`` ×
+``health.interval``. A container without a Docker healthcheck must also be seen running,
+unrestarted, at two checks in a row. The verdict names the service that failed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -29,17 +31,37 @@ class Verdict:
     detail: str
 
 
+def _split(image: str) -> tuple[str, str, str]:
+    """``name:tag@digest`` → its three parts (a port in the host is not a tag)."""
+    name, _, digest = image.partition("@")
+    repository, separator, tag = name.rpartition(":")
+    if not separator or "/" in tag:
+        repository, tag = name, ""
+    return repository, tag, digest
+
+
 def runs_version(image: str, repository: ImageReference, version: str) -> bool | None:
     """Whether ``image`` is ``repository`` at ``version``; ``None`` when it is another image."""
-    name, separator, tag = image.rpartition(":")
-    if not separator or "/" in tag:
-        name, tag = image, ""
+    name, tag, _ = _split(image)
     try:
         if parse_reference(name) != repository:
             return None
     except ValueError:
         return None
     return tag == version
+
+
+def _normalised(image: str) -> tuple[str, str, str]:
+    """``(repository, tag, digest)`` the way Docker reads ``image`` (``postgres`` is
+    ``docker.io/library/postgres:latest``)."""
+    repository, tag, digest = _split(image)
+    with contextlib.suppress(ValueError):
+        repository = str(parse_reference(repository))
+    return repository, tag or ("" if digest else "latest"), digest
+
+
+def _same_image(running: str, expected: str) -> bool:
+    return running == expected or _normalised(running) == _normalised(expected)
 
 
 def _same_run(before: ServiceState | None, now: ServiceState) -> bool:
@@ -66,12 +88,14 @@ class HealthGate:
         self._settings = settings
         self._repository = repository
         self._clock = clock
-        self._last_seen: ServiceState | None = None
+        self._images: dict[str, str] | None = None
+        self._last_seen: dict[str, ServiceState] = {}
 
     async def verify(self, version: str) -> Verdict:
         settings = self._settings
         attempts = 0
-        self._last_seen = None
+        self._images = None
+        self._last_seen = {}
         try:
             async for attempt in at_fixed_interval(
                 settings.retries,
@@ -90,24 +114,27 @@ class HealthGate:
             )
         return Verdict(True, attempts, detail)
 
+    async def _expected_images(self, version: str) -> dict[str, str]:
+        if self._images is None:
+            try:
+                self._images = await self._deployment.versioned_images(version)
+            except DeploymentError as error:
+                raise NotHealthyYet(f"cannot tell which services {version} pins: {error}") from None
+        return self._images
+
     async def _check_once(self, version: str) -> str:
-        try:
-            state = await self._deployment.service_state(self._settings.service)
-        except DeploymentError as error:  # a daemon hiccup: counts as one failed check
-            raise NotHealthyYet(str(error)) from None
-        last_seen, self._last_seen = self._last_seen, state
-        if state.container_id is None:
-            raise NotHealthyYet(f"service {self._settings.service} has no container")
-        if runs_version(state.image, self._repository, version) is False:
-            raise NotHealthyYet(f"{state.service} runs {state.image}, not version {version}")
-        if not state.healthy:
-            raise NotHealthyYet(state.describe())
-        if state.health is None and not _same_run(last_seen, state):
-            raise NotHealthyYet(
-                f"{state.service} has no healthcheck; waiting to see it still running, "
-                "unrestarted, at the next check"
-            )
-        passed = [f"{state.service} {state.health or 'running, without restarts'}"]
+        """Every service is inspected at every check (so each one's "seen twice unrestarted"
+        counts from consecutive checks); the failures of all of them make the message."""
+        images = await self._expected_images(version)
+        services = [self._settings.service, *(s for s in images if s != self._settings.service)]
+        passed, failed = [], []
+        for service in services:
+            try:
+                passed.append(await self._check_service(service, images.get(service), version))
+            except NotHealthyYet as failure:
+                failed.append(str(failure))
+        if failed:
+            raise NotHealthyYet("; ".join(failed))
         if self._settings.url:
             await self._expect(self._settings.url, "GET", None, None)
             passed.append("health URL 2xx")
@@ -115,6 +142,30 @@ class HealthGate:
             await self._smoke(check)
             passed.append(f"smoke '{check.name}'")
         return ", ".join(passed)
+
+    async def _check_service(self, service: str, expected: str | None, version: str) -> str:
+        try:
+            state = await self._deployment.service_state(service)
+        except DeploymentError as error:  # a daemon hiccup: counts as one failed check
+            raise NotHealthyYet(str(error)) from None
+        last_seen = self._last_seen.get(service)
+        self._last_seen[service] = state
+        if state.container_id is None:
+            raise NotHealthyYet(f"service {service} has no container")
+        if (
+            not _same_image(state.image, expected)
+            if expected is not None
+            else runs_version(state.image, self._repository, version) is False
+        ):
+            raise NotHealthyYet(f"{service} runs {state.image}, not version {version}")
+        if not state.healthy:
+            raise NotHealthyYet(state.describe())
+        if state.health is None and not _same_run(last_seen, state):
+            raise NotHealthyYet(
+                f"{service} has no healthcheck; waiting to see it still running, "
+                "unrestarted, at the next check"
+            )
+        return f"{service} {state.health or 'running, without restarts'}"
 
     async def _smoke(self, check: SmokeCheck) -> None:
         await self._expect(check.url, check.method, check.expect_status, check.contains)

@@ -15,6 +15,8 @@ from pathlib import Path
 from specivod.adapters.protocols import HttpAnswer, ServiceState
 from specivod.domain.errors import BackupError, DeploymentError, RegistryUnavailable
 
+IMAGE = "127.0.0.1:5000/specivo/specivo"
+
 
 @dataclass
 class FakeRelease:
@@ -46,10 +48,23 @@ class World:
 
 
 class FakeDeployment:
-    def __init__(self, world: World, *, missing: Sequence[str] = (), up_fails: bool = False):
+    """Every versioned service runs the world's one running version; ``app_services`` are the
+    services a restore stops."""
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        missing: Sequence[str] = (),
+        up_fails: bool = False,
+        versioned: Sequence[str] = ("api",),
+        app_services: Sequence[str] = ("api",),
+    ):
         self.world = world
         self.missing = set(missing)
         self.up_fails = up_fails
+        self.versioned = list(versioned)
+        self.app = list(app_services)
 
     def pinned_version(self) -> str | None:
         return self.world.pinned
@@ -57,6 +72,12 @@ class FakeDeployment:
     def pin(self, version: str) -> None:
         self.world.calls.append(f"pin {version}")
         self.world.pinned = version
+
+    async def versioned_services(self, version: str) -> list[str]:
+        return list(self.versioned)
+
+    async def versioned_images(self, version: str) -> dict[str, str]:
+        return {service: f"{IMAGE}:{version}" for service in self.versioned}
 
     async def pull(self, version: str) -> None:
         self.world.calls.append(f"pull {version}")
@@ -82,8 +103,13 @@ class FakeDeployment:
         self.world.calls.append(f"stop {' '.join(services)}")
         self.world.stopped = True
 
-    async def app_services(self, database_service: str) -> list[str]:
-        return ["api"]
+    async def start(self, services: Sequence[str]) -> None:
+        self.world.calls.append(f"start {' '.join(services)}")
+        self.world.stopped = False
+
+    async def app_services(self, _unused_database_service: str | None = None) -> list[str]:
+        """The argument is ignored: accepted only until the engine calls ``app_services()``."""
+        return list(self.app)
 
     async def service_state(self, service: str) -> ServiceState:
         world = self.world
@@ -95,7 +121,7 @@ class FakeDeployment:
             container_id=f"c{world.container_serial}",
             status="running",
             health="healthy" if healthy else "unhealthy",
-            image=f"127.0.0.1:5000/specivo/specivo:{world.running}",
+            image=f"{IMAGE}:{world.running}",
             started_at=str(world.container_serial),
         )
 
@@ -163,6 +189,7 @@ class FakeRegistry:
         self.tags = list(tags)
         self.unavailable = unavailable
         self.reference = "127.0.0.1:5000/specivo/specivo"
+        self.name = f"repository {self.reference}"
 
     async def list_tags(self) -> list[str]:
         if self.unavailable:

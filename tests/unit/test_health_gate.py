@@ -19,17 +19,31 @@ STARTING = replace(HEALTHY, health="starting")
 NO_HEALTHCHECK = replace(HEALTHY, health=None)
 
 
-class ScriptedDeployment:
-    """Answers each ``service_state`` with the next state (or error) of a script; the last one
-    repeats."""
+Script = Sequence[ServiceState | Exception]
 
-    def __init__(self, script: Sequence[ServiceState | Exception]) -> None:
-        self.script = list(script)
-        self.asked = 0
+
+class ScriptedDeployment:
+    """Answers each ``service_state`` with the next state (or error) of that service's script;
+    the last one repeats. ``api`` and every service in ``others`` are versioned."""
+
+    def __init__(self, script: Script, others: dict[str, Script] | None = None) -> None:
+        self.scripts = {"api": list(script), **{k: list(v) for k, v in (others or {}).items()}}
+        self.asked_of = dict.fromkeys(self.scripts, 0)
+        self.images_fail: Exception | None = None
+
+    @property
+    def asked(self) -> int:
+        return self.asked_of["api"]
+
+    async def versioned_images(self, version: str) -> dict[str, str]:
+        if self.images_fail is not None:
+            raise self.images_fail
+        return {service: f"{IMAGE}:{version}" for service in self.scripts}
 
     async def service_state(self, service: str) -> ServiceState:
-        answer = self.script[min(self.asked, len(self.script) - 1)]
-        self.asked += 1
+        script, asked = self.scripts[service], self.asked_of[service]
+        answer = script[min(asked, len(script) - 1)]
+        self.asked_of[service] += 1
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -47,13 +61,14 @@ class ScriptedProbe:
 
 
 def _gate(
-    script: Sequence[ServiceState | Exception],
+    script: Script,
     *,
+    others: dict[str, Script] | None = None,
     probe: ScriptedProbe | None = None,
     retries: int = 5,
     **settings: object,
 ) -> tuple[HealthGate, ScriptedDeployment, FakeClock]:
-    deployment = ScriptedDeployment(script)
+    deployment = ScriptedDeployment(script, others)
     clock = FakeClock()
     health = HealthSettings.model_validate(
         {"retries": retries, "interval": timedelta(seconds=2), **settings}
@@ -156,3 +171,62 @@ async def test_an_unreachable_health_url_is_a_failed_check() -> None:
     verdict = await gate.verify("0.2.0")
 
     assert not verdict.healthy and "refused" in verdict.detail
+
+
+def _worker(state: ServiceState) -> ServiceState:
+    return replace(state, service="worker", container_id="w1")
+
+
+async def test_a_second_versioned_service_that_never_gets_healthy_fails_the_gate_by_name() -> None:
+    gate, deployment, _ = _gate(
+        [HEALTHY], others={"worker": [_worker(replace(HEALTHY, health="unhealthy"))]}, retries=3
+    )
+
+    verdict = await gate.verify("0.2.0")
+
+    assert not verdict.healthy
+    assert "worker: running, health unhealthy" in verdict.detail
+    assert "api" not in verdict.detail.split(":", 1)[1], "only the failing service is named"
+    assert deployment.asked_of == {"api": 3, "worker": 3}
+
+
+async def test_every_versioned_service_healthy_passes_and_each_is_named() -> None:
+    gate, _, _ = _gate([HEALTHY], others={"worker": [_worker(NO_HEALTHCHECK)]})
+
+    verdict = await gate.verify("0.2.0")
+
+    assert verdict.healthy and verdict.attempts == 2
+    assert verdict.detail == "api healthy, worker running, without restarts"
+
+
+async def test_a_second_service_on_the_old_image_does_not_count() -> None:
+    old_worker = _worker(replace(HEALTHY, image=f"{IMAGE}:0.1.10"))
+    gate, _, _ = _gate([HEALTHY], others={"worker": [old_worker]}, retries=2)
+
+    verdict = await gate.verify("0.2.0")
+
+    assert not verdict.healthy
+    assert f"worker runs {IMAGE}:0.1.10, not version 0.2.0" in verdict.detail
+
+
+async def test_an_image_written_differently_but_the_same_counts() -> None:
+    gate, deployment, _ = _gate([HEALTHY], others={"cache": [replace(HEALTHY, service="cache")]})
+    deployment.scripts["cache"] = [replace(HEALTHY, service="cache", image="valkey")]
+
+    async def images(version: str) -> dict[str, str]:
+        return {"api": f"{IMAGE}:{version}", "cache": "docker.io/library/valkey:latest"}
+
+    deployment.versioned_images = images  # type: ignore[method-assign]
+
+    assert (await gate.verify("0.2.0")).healthy
+
+
+async def test_not_knowing_the_versioned_services_is_a_failed_check() -> None:
+    gate, deployment, _ = _gate([HEALTHY], retries=2)
+    deployment.images_fail = DeploymentError("compose config: no such file")
+
+    verdict = await gate.verify("0.2.0")
+
+    assert not verdict.healthy and verdict.attempts == 2
+    assert "cannot tell which services 0.2.0 pins: compose config" in verdict.detail
+    assert deployment.asked == 0
