@@ -4,13 +4,12 @@ maintenance window."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from specivod.adapters import compose
 from specivod.adapters.clock import Clock
-from specivod.adapters.envfile import effective_variable
 from specivod.adapters.protocols import Registry
 from specivod.commands.output import emit_json, say
 from specivod.domain.errors import JournalError
@@ -57,8 +56,7 @@ class CheckReport:
 
 
 def deployed_version(settings: Settings) -> str | None:
-    deployment = settings.deployment
-    return effective_variable(deployment.env_path, deployment.version_variable, os.environ)
+    return compose.deployed_version(settings.deployment)
 
 
 def _rolled_back(settings: Settings) -> dict[str, str]:

@@ -41,7 +41,9 @@ async def open_engine(
     settings: Settings, report: Reporter, stop: StopFlag | None = None
 ) -> AsyncIterator[Engine]:
     clock = SystemClock()
-    deployment = ComposeDeployment(settings.deployment)
+    deployment = ComposeDeployment(
+        settings.deployment, database_service=settings.backup.database_service
+    )
     journal = Journal(settings.state.dir)
     try:
         backups = Backups(settings, deployment)
