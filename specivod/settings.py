@@ -3,7 +3,8 @@
 
 Rules: unknown keys are errors; relative paths are resolved against the config file's directory
 (``deployment.env_file`` against ``deployment.project_dir``); secrets are only ever read from files,
-at load time, so a missing secret fails at start and never reaches a log.
+at load time (``FileSecret``), so a missing secret fails at start; they, and passwords written into
+commands and URLs, are dumped masked and registered with ``redaction``, so none reaches a log.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    PrivateAttr,
     SecretStr,
+    computed_field,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from specivod import redaction
 from specivod.domain.durations import format_duration, parse_duration
 from specivod.domain.errors import PolicyError
 from specivod.domain.references import ImageReference, parse_reference
@@ -37,7 +40,7 @@ from specivod.domain.windows import DAY_NAMES, Window
 
 DEFAULT_CONFIG = Path("/etc/specivod/specivod.toml")
 ENV_PREFIX = "SPECIVOD_"
-MASK = "********"
+MASK = redaction.MASK
 
 
 def _longer_than_zero(value: timedelta) -> timedelta:
@@ -54,30 +57,53 @@ Duration = Annotated[
 ]
 
 
-def _secret_file(path: Path) -> Path:
-    """A readable, non-empty file; its content is read once, by the section that needs it."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb"):
-            pass
-    except OSError as error:
-        raise ValueError(f"cannot read secret file {path}: {error.strerror}") from None
-    if size == 0:
-        raise ValueError(f"secret file {path} is empty")
-    return path
-
-
-SecretFile = Annotated[Path, AfterValidator(_secret_file)]
-
-
 def _read_secret(path: Path) -> SecretStr:
     try:
         content = path.read_text(encoding="utf-8").strip()
     except OSError as error:
         raise ValueError(f"cannot read secret file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path} is not UTF-8 text") from None
     if not content:
         raise ValueError(f"secret file {path} is empty")
+    redaction.register(content)
     return SecretStr(content)
+
+
+class FileSecret(BaseModel):
+    """A secret kept in a file: configured as the file's path, read once when the configuration
+    is loaded (an unreadable or empty file is a configuration error), dumped as its path. The
+    value is a ``SecretStr`` and is registered with ``redaction``, so it is masked wherever it
+    would be printed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    value: SecretStr
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any) -> Any:
+        if isinstance(data, str | Path):
+            path = Path(data)
+            return {"path": path, "value": _read_secret(path)}
+        return data
+
+    @model_serializer
+    def _as_path(self) -> str:
+        return str(self.path)
+
+
+Masked = Annotated[SecretStr, PlainSerializer(lambda _: MASK, return_type=str)]
+"""A secret in ``model_dump``: always the mask."""
+
+Command = Annotated[list[str], PlainSerializer(redaction.redact_argv, return_type=list[str])]
+"""A configured command; dumped with its secrets masked."""
+
+Url = Annotated[
+    str, Field(pattern=r"^https?://"), PlainSerializer(redaction.redact, return_type=str)
+]
+"""An http(s) URL; dumped with a password in it masked."""
 
 
 class Section(BaseModel):
@@ -87,7 +113,7 @@ class Section(BaseModel):
 class RegistrySettings(Section):
     image: str = Field(description="Repository without tag, e.g. docker.io/specivo/specivo.")
     username: str | None = Field(None, description="Registry user; needs password_file.")
-    password_file: SecretFile | None = Field(None, description="File holding the password.")
+    password_file: FileSecret | None = Field(None, description="File holding the password.")
     docker_config: Path | None = Field(
         None,
         description="A docker config.json (auths, credsStore, credHelpers). Default: "
@@ -100,7 +126,6 @@ class RegistrySettings(Section):
     scheme: Literal["auto", "https", "http"] = Field(
         "auto", description="auto: plain http for loopback registries, https otherwise."
     )
-    _password: SecretStr | None = PrivateAttr(None)
 
     @field_validator("image")
     @classmethod
@@ -112,17 +137,16 @@ class RegistrySettings(Section):
     def _credentials(self) -> RegistrySettings:
         if (self.username is None) != (self.password_file is None):
             raise ValueError("username and password_file must be set together")
-        if self.password_file is not None:
-            self._password = _read_secret(self.password_file)
         return self
 
     @property
     def reference(self) -> ImageReference:
         return parse_reference(self.image)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def password(self) -> SecretStr | None:
-        return self._password
+    def password(self) -> Masked | None:
+        return self.password_file.value if self.password_file is not None else None
 
 
 class PolicySettings(Section):
@@ -152,7 +176,7 @@ class DeploymentSettings(Section):
     env_file: Path = Field(Path(".env"), description="The .env pinning the version.")
     version_variable: str = Field("SPECIVO_VERSION", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     data_dir_variable: str = Field("SPECIVO_DATA_DIR", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    compose_command: list[str] | None = Field(
+    compose_command: Command | None = Field(
         None, description="Default: 'docker compose', or 'docker-compose' when only v1 exists."
     )
     app_services: list[str] = Field(
@@ -171,7 +195,7 @@ class DeploymentSettings(Section):
 
 class SmokeCheck(Section):
     name: str
-    url: str = Field(pattern=r"^https?://")
+    url: Url
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: int = Field(200, ge=100, le=599)
     contains: str | None = Field(None, description="Text the response body must contain.")
@@ -179,7 +203,7 @@ class SmokeCheck(Section):
 
 class HealthSettings(Section):
     service: str = Field("api", description="Service whose Docker health gates an upgrade.")
-    url: str | None = Field(None, pattern=r"^https?://", description="Must answer 2xx.")
+    url: Url | None = Field(None, description="Must answer 2xx.")
     retries: int = Field(
         30, ge=2, description="Health checks before an upgrade counts as failed (at least 2)."
     )
@@ -198,8 +222,8 @@ class BackupSettings(Section):
     database_service: str = Field("db", description="Compose service running PostgreSQL.")
     database_user: str = Field("specivo")
     database_name: str = Field("specivo")
-    dump_command: list[str] | None = Field(None, description="Default: pg_dump -Fc.")
-    restore_command: list[str] | None = Field(
+    dump_command: Command | None = Field(None, description="Default: pg_dump -Fc.")
+    restore_command: Command | None = Field(
         None,
         description="Reads the dump on stdin. Default: pg_restore --clean --if-exists into psql, "
         "in one transaction with the drop of the relations the backup lacks.",
@@ -266,18 +290,12 @@ class HttpSettings(Section):
         pattern=r"^(\[[0-9a-fA-F:]+\]|[^:\[\]]+):\d{1,5}$",
         description="host:port",
     )
-    token_file: SecretFile | None = Field(None, description="Bearer token for the webhook.")
-    _token: SecretStr | None = PrivateAttr(None)
+    token_file: FileSecret | None = Field(None, description="Bearer token for the webhook.")
 
-    @model_validator(mode="after")
-    def _load_token(self) -> HttpSettings:
-        if self.token_file is not None:
-            self._token = _read_secret(self.token_file)
-        return self
-
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def token(self) -> SecretStr | None:
-        return self._token
+    def token(self) -> Masked | None:
+        return self.token_file.value if self.token_file is not None else None
 
 
 _MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*$')
@@ -333,11 +351,25 @@ class Settings(BaseSettings):
     def windows(self) -> list[Window]:
         return [window.window() for window in self.window]
 
+    @model_validator(mode="after")
+    def _register_secrets(self) -> Settings:
+        """Secrets written into commands and URLs are masked everywhere from now on."""
+        for command in (self.backup.dump_command, self.backup.restore_command):
+            redaction.register(*redaction.secrets_in(command or []))
+        urls = [self.health.url or "", *(check.url for check in self.health.smoke)]
+        redaction.register(*redaction.secrets_in(urls))
+        return self
+
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data, every secret replaced by a mask."""
+        """The effective configuration as plain data: secrets (the ``Masked`` fields, and any
+        secret inside a string) replaced by the mask."""
         data = self.model_dump(mode="json", exclude_none=True)
-        if self.registry.password is not None:
-            data["registry"]["password"] = MASK
-        if self.http.token is not None:
-            data["http"]["token"] = MASK
-        return data
+        return {key: _redacted(value) for key, value in data.items()}
+
+
+def _redacted(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {key: _redacted(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_redacted(item) for item in data]
+    return redaction.redact(data) if isinstance(data, str) else data

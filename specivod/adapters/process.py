@@ -1,6 +1,7 @@
 """Run external commands from asyncio: bounded by a timeout, killed with everything they started
 when cancelled or late, stderr kept for the error message, stdout captured or streamed to a file
-descriptor."""
+descriptor. A command and its stderr reach a message or a log line only through ``redaction``: a
+configured command shows its program and the rest with every secret masked."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from specivod.redaction import redact, redact_argv
 
 log = logging.getLogger(__name__)
 _STDERR_KEPT = 8192
@@ -36,15 +39,19 @@ class Completed:
         the command more briefly than its full argv (a string is shown as it is)."""
         detail = " / ".join(line.strip() for line in self.stderr.strip().splitlines()[-3:])
         if isinstance(shown, str):
-            name = shown
+            name = redact(shown)
         else:
-            name = shlex.join(shown if shown is not None else self.command)
-        return f"`{name}` exited with {self.returncode}" + (f": {detail}" if detail else "")
+            name = _shown(shown if shown is not None else self.command)
+        return f"`{name}` exited with {self.returncode}" + (f": {redact(detail)}" if detail else "")
 
 
 class CommandTimeout(Exception):
     def __init__(self, command: Sequence[str], timeout: float) -> None:
-        super().__init__(f"`{shlex.join(command)}` did not finish within {timeout:.0f}s")
+        super().__init__(f"`{_shown(command)}` did not finish within {timeout:.0f}s")
+
+
+def _shown(command: Sequence[str]) -> str:
+    return shlex.join(redact_argv(command))
 
 
 async def run(
@@ -57,7 +64,7 @@ async def run(
     stdout: IO[bytes] | None = None,
 ) -> Completed:
     """Run ``command``; with ``stdout`` given, its output goes straight to that file."""
-    log.debug("running %s", shlex.join(command))
+    log.debug("running %s", _shown(command))
     process = await asyncio.create_subprocess_exec(
         *command,
         cwd=cwd,
