@@ -145,9 +145,9 @@ def _backups(settings: Settings, arguments: argparse.Namespace) -> int:
 
 
 async def _restore(settings: Settings, arguments: argparse.Namespace) -> int:
-    from specivod.commands.backups import restore
+    from specivod.commands.upgrade import restore
 
-    return await restore(settings, arguments.backup_id, show_progress=sys.stderr.isatty())
+    return await restore(settings, arguments.backup_id)
 
 
 def _config_check(settings: Settings, arguments: argparse.Namespace) -> int:

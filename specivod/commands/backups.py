@@ -14,18 +14,14 @@ from specivod.adapters.backup import (
     BackupManifest,
     Backups,
     Progress,
-    RestoreResult,
     backups_in,
 )
-from specivod.adapters.clock import SystemClock
 from specivod.adapters.compose import ComposeDeployment
-from specivod.adapters.http_probe import AiohttpProbe
 from specivod.commands import exit_codes
 from specivod.commands.output import emit_json, error, say
 from specivod.domain.errors import SpecivodError
 from specivod.engine.journal import Journal
 from specivod.engine.lock import host_lock
-from specivod.engine.verification import HealthGate
 from specivod.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,74 +133,3 @@ def _row(manifest: BackupManifest) -> str:
         f"{manifest.id:<20} {created:<20} {manifest.version or '-':<12} "
         f"{_size(manifest.size):>10}  {manifest.reason}"
     )
-
-
-async def restore(settings: Settings, backup_id: str, *, show_progress: bool) -> int:
-    deployment = ComposeDeployment(settings.deployment)
-    backups = Backups(settings.backup, deployment)
-    try:
-        with host_lock(settings.state.dir, f"restore {backup_id}"):
-            return await _restore(settings, deployment, backups, backup_id, show_progress)
-    except SpecivodError as problem:
-        error(str(problem))
-        return exit_codes.FAILED
-    finally:
-        deployment.close()
-
-
-async def _restore(
-    settings: Settings,
-    deployment: ComposeDeployment,
-    backups: Backups,
-    backup_id: str,
-    show_progress: bool,
-) -> int:
-    manifest = backups.get(backup_id)
-    version = deployment.pinned_version()
-    if version is None:
-        raise SpecivodError(f"{deployment.env_path} pins no version; nothing to start afterwards")
-    if manifest.version and manifest.version != version:
-        log.warning(
-            "backup %s was taken at version %s but %s pins %s: the app will start at %s",
-            backup_id,
-            manifest.version,
-            deployment.env_path,
-            version,
-            version,
-        )
-    services = await deployment.app_services(settings.backup.database_service)
-    with _progress(show_progress) as progress:
-        await backups.prepare_restore(backup_id, progress)
-        say(f"backup {backup_id} is intact; stopping {', '.join(services) or 'no services'}")
-        try:
-            await deployment.stop(services)
-            result = await backups.restore(backup_id, progress, verify=False)
-        except SpecivodError as problem:
-            error(f"restore of {backup_id} failed: {problem}")
-            say(f"starting {', '.join(services) or 'the app'} again at version {version}")
-            await deployment.up(version)
-            return exit_codes.FAILED
-    await deployment.up(version)
-    _report(result, version)
-    async with AiohttpProbe() as probe:
-        gate = HealthGate(
-            deployment, probe, settings.health, settings.registry.reference, SystemClock()
-        )
-        verdict = await gate.verify(version)
-    if not verdict.healthy:
-        error(f"the data is restored, but {version} is not healthy: {verdict.detail}")
-        return exit_codes.FAILED
-    say(f"  {version} is healthy: {verdict.detail}")
-    return exit_codes.OK
-
-
-def _report(result: RestoreResult, version: str) -> None:
-    say(f"restored backup {result.id} (taken {result.backup.created_at:%Y-%m-%d %H:%M:%S} UTC)")
-    say("  database: replaced by the backup's dump")
-    say(f"  data dir: {result.data_dir} now holds the backup's files")
-    if result.data_aside is not None:
-        say(
-            f"  the data dir it replaced was moved to {result.data_aside} "
-            "(delete it once you no longer need it)"
-        )
-    say(f"  restore took {result.seconds:.1f} s; the app was started again at version {version}")

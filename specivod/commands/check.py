@@ -37,6 +37,7 @@ class CheckReport:
             "window_open": self.window_open,
             "next_window": self.next_window.isoformat() if self.next_window else None,
             "reason": plan.reason,
+            "problem": plan.pin_problem,
         }
 
     def as_text(self) -> str:
@@ -86,4 +87,10 @@ async def check(settings: Settings, registry: Registry, clock: Clock, as_json: b
         emit_json(report.as_json())
     else:
         say(report.as_text())
+    if report.plan.pin_problem is not None:
+        say(
+            f"problem: {report.plan.pin_problem}; move to a release with "
+            "`specivod upgrade --to VERSION --force`"
+        )
+        return 1
     return 0

@@ -24,6 +24,7 @@ def transaction_json(transaction: Transaction, steps: list[Step] | None = None) 
         "to": transaction.to_version,
         "state": transaction.state.value,
         "backup_id": transaction.backup_id,
+        "safety_backup_id": transaction.safety_backup_id,
         "restore_mode": transaction.restore_mode.value,
         "schema_changed": (
             None
@@ -47,7 +48,7 @@ def transaction_json(transaction: Transaction, steps: list[Step] | None = None) 
 
 
 def transaction_sentence(transaction: Transaction) -> str:
-    what = "upgrade" if transaction.kind is Kind.UPGRADE else "rollback"
+    what = transaction.kind.value
     head = (
         f"#{transaction.id} {what} {transaction.from_version} → {transaction.to_version} "
         f"({transaction.trigger}, started {transaction.started_at:%Y-%m-%d %H:%M:%S %Z})"
@@ -55,16 +56,22 @@ def transaction_sentence(transaction: Transaction) -> str:
     if not transaction.state.is_terminal:
         return f"{head}: in progress, now {transaction.state.name}"
     words = OUTCOME_WORDS[transaction.state]
-    if transaction.kind is Kind.ROLLBACK and transaction.state is State.ROLLED_BACK:
-        words = "rolled back"
+    if transaction.state is State.ROLLED_BACK and transaction.kind is not Kind.UPGRADE:
+        words = "restored" if transaction.kind is Kind.RESTORE else "rolled back"
     duration = transaction.duration_seconds or 0.0
     parts = [f"{head}: {words} after {duration:.0f}s"]
     if transaction.backup_id:
         parts.append(f"backup {transaction.backup_id}")
+    if transaction.safety_backup_id:
+        parts.append(f"the state it replaced is kept in backup {transaction.safety_backup_id}")
     if transaction.restored:
         parts.append("database and data dir restored from it")
-    if transaction.data_aside:
+    if transaction.data_aside and transaction.restored:
         parts.append(f"replaced data dir kept at {transaction.data_aside}")
+    elif transaction.data_aside:
+        parts.append(
+            f"a restore was begun: the data dir it replaced, if any, is {transaction.data_aside}"
+        )
     if transaction.reason and transaction.state is not State.SUCCEEDED:
         parts.append(f"reason: {transaction.reason}")
     return "; ".join(parts)

@@ -1,4 +1,5 @@
-"""``specivod upgrade`` and ``specivod rollback``."""
+"""``specivod upgrade``, ``rollback``, ``restore ID`` and ``recover``: one engine transaction
+each, its progress on stdout, its outcome as the exit code."""
 
 from __future__ import annotations
 
@@ -6,9 +7,17 @@ from specivod.commands import exit_codes
 from specivod.commands.journal_views import transaction_sentence
 from specivod.commands.output import say
 from specivod.commands.runtime import open_engine, print_progress, stop_on_signals
+from specivod.domain.errors import BackupError
 from specivod.domain.states import RestoreMode, State
 from specivod.engine.context import StopFlag
-from specivod.engine.service import NeedsAPerson, NothingToDo, Result
+from specivod.engine.journal import Transaction
+from specivod.engine.service import (
+    NeedsAPerson,
+    NothingToDo,
+    RecoveredFirst,
+    Result,
+    UnversionedPin,
+)
 from specivod.settings import Settings
 
 UPGRADE_EXIT = {
@@ -17,7 +26,11 @@ UPGRADE_EXIT = {
     State.ROLLED_BACK: exit_codes.FAILED,
     State.ROLLBACK_FAILED: exit_codes.NEEDS_A_PERSON,
 }
-ROLLBACK_EXIT = {**UPGRADE_EXIT, State.ROLLED_BACK: exit_codes.OK}
+ROLLBACK_EXIT = {
+    **UPGRADE_EXIT,
+    State.ROLLED_BACK: exit_codes.OK,
+    State.SUCCEEDED: exit_codes.FAILED,
+}
 
 
 def _conclude(result: Result, exits: dict[State, int]) -> int:
@@ -25,6 +38,12 @@ def _conclude(result: Result, exits: dict[State, int]) -> int:
         say(f"recovered first: {transaction_sentence(result.recovered)}")
     say(transaction_sentence(result.transaction))
     return exits[result.transaction.state]
+
+
+def _stopped_after(recovery: RecoveredFirst, command: str) -> int:
+    say(f"recovered first: {transaction_sentence(recovery.recovered)}")
+    say(f"stopped there; run `specivod {command}` again if it is still wanted")
+    return ROLLBACK_EXIT[recovery.recovered.state]
 
 
 async def upgrade(settings: Settings, *, to: str | None, now: bool, force: bool) -> int:
@@ -36,6 +55,9 @@ async def upgrade(settings: Settings, *, to: str | None, now: bool, force: bool)
         except NothingToDo as nothing:
             say(f"nothing to upgrade: {nothing}")
             return exit_codes.OK
+        except UnversionedPin as problem:
+            say(f"cannot upgrade: {problem}")
+            return exit_codes.FAILED
         except NeedsAPerson as refusal:
             say(f"refusing to upgrade: {refusal}")
             return exit_codes.NEEDS_A_PERSON
@@ -48,13 +70,29 @@ async def rollback(settings: Settings, *, restore: RestoreMode) -> int:
     async with open_engine(settings, print_progress, stop) as engine:
         try:
             result = await engine.rollback(restore=restore)
+        except RecoveredFirst as recovery:
+            return _stopped_after(recovery, "rollback")
         except NothingToDo as nothing:
             say(f"nothing to roll back: {nothing}")
-            latest = engine.context.journal.latest()
-            if latest is not None and latest.state is State.ROLLBACK_FAILED:
-                say(f"the deployment needs a person: {transaction_sentence(latest)}")
-                return exit_codes.NEEDS_A_PERSON
+            return _needs_a_person(engine.context.journal.latest()) or exit_codes.FAILED
+    return _conclude(result, ROLLBACK_EXIT)
+
+
+async def restore(settings: Settings, backup_id: str) -> int:
+    """Restore a backup as a journaled transaction: the backup's version is pinned, the state it
+    replaces is saved first, and a killed restore is finished by ``recover``."""
+    stop = StopFlag()
+    stop_on_signals(stop)
+    async with open_engine(settings, print_progress, stop) as engine:
+        try:
+            version = engine.context.backups.version_of(backup_id)
+        except BackupError as problem:
+            say(f"cannot restore: {problem}")
             return exit_codes.FAILED
+        try:
+            result = await engine.restore(backup_id, version)
+        except RecoveredFirst as recovery:
+            return _stopped_after(recovery, f"restore {backup_id}")
     return _conclude(result, ROLLBACK_EXIT)
 
 
@@ -67,7 +105,11 @@ async def recover(settings: Settings) -> int:
         say("nothing to recover: no transaction was left unfinished")
     else:
         say(transaction_sentence(finished))
+    return _needs_a_person(latest) or exit_codes.OK
+
+
+def _needs_a_person(latest: Transaction | None) -> int | None:
     if latest is not None and latest.state is State.ROLLBACK_FAILED:
         say(f"the deployment needs a person: {transaction_sentence(latest)}")
         return exit_codes.NEEDS_A_PERSON
-    return exit_codes.OK
+    return None

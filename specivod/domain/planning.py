@@ -15,6 +15,8 @@ class Plan:
     target: Version | None
     latest: Version | None
     reason: str
+    pin_problem: str | None = None
+    """Set when the deployment pins no semver release: nothing can be planned from it."""
 
     @property
     def upgrade_available(self) -> bool:
@@ -40,6 +42,7 @@ def make_plan(
             None,
             latest,
             "no version is pinned in the deployment",
+            pin_problem="the deployment pins no version",
         )
     current = parse_version(deployed)
     if current is None:
@@ -49,6 +52,7 @@ def make_plan(
             None,
             latest,
             f"the deployed version {deployed!r} is not semver; pin a release first",
+            pin_problem=f"the deployment pins {deployed!r}, not a semver release",
         )
     candidates = policy.candidates(versions, current)
     target = policy.target(eligible, current)

@@ -1,12 +1,16 @@
-"""The upgrade state machine: named states, the transitions allowed between them, and what
-recovery does with a transaction found in each state.
+"""The transaction state machine: named states and the transitions allowed between them.
 
+Upgrade:
     PLANNED → BACKING_UP → PULLING → PINNED → STARTING → VERIFYING → SUCCEEDED
-    any failure before STARTING        → ABORTED (.env restored; the running app never stopped)
-    failure in STARTING or VERIFYING   → ROLLING_BACK → [RESTORING] → ROLLED_BACK
-    rollback itself fails              → ROLLBACK_FAILED
+    any failure before STARTING          → ABORTED (.env restored; the running app never stopped)
+    failure in STARTING or VERIFYING     → ROLLING_BACK → STOPPING → [SAFETY_BACKUP → RESTORING]
+                                           → RESTARTING → ROLLED_BACK
+    the rollback itself fails            → ROLLBACK_FAILED
+Manual rollback and restore (the current version is running):
+    PLANNED → ROLLING_BACK → STOPPING → [SAFETY_BACKUP → RESTORING] → RESTARTING → ROLLED_BACK
+    a check in ROLLING_BACK fails (backup unusable, safety backup failed) → ABORTED, app serving
 
-A manual rollback is a transaction of its own: PLANNED → ROLLING_BACK → [RESTORING] → ROLLED_BACK.
+Rule: a state names the step that is running; it is journaled before the step acts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ class State(StrEnum):
     SUCCEEDED = "succeeded"
     ABORTED = "aborted"
     ROLLING_BACK = "rolling_back"
+    STOPPING = "stopping"
+    SAFETY_BACKUP = "safety_backup"
     RESTORING = "restoring"
+    RESTARTING = "restarting"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
 
@@ -32,17 +39,10 @@ class State(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL
 
-    @property
-    def app_touched(self) -> bool:
-        """True once ``docker compose up`` may have replaced the running containers."""
-        return self in _APP_TOUCHED
-
 
 TERMINAL = frozenset({State.SUCCEEDED, State.ABORTED, State.ROLLED_BACK, State.ROLLBACK_FAILED})
-_APP_TOUCHED = frozenset(
-    {State.STARTING, State.VERIFYING, State.ROLLING_BACK, State.RESTORING, State.ROLLBACK_FAILED}
-)
-BEFORE_START = (State.PLANNED, State.BACKING_UP, State.PULLING, State.PINNED)
+BEFORE_START = frozenset({State.PLANNED, State.BACKING_UP, State.PULLING, State.PINNED})
+"""An upgrade in one of these never touched the running app."""
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.PLANNED: frozenset({State.BACKING_UP, State.ROLLING_BACK, State.ABORTED}),
@@ -51,8 +51,13 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.PINNED: frozenset({State.STARTING, State.ABORTED}),
     State.STARTING: frozenset({State.VERIFYING, State.ROLLING_BACK}),
     State.VERIFYING: frozenset({State.SUCCEEDED, State.ROLLING_BACK}),
-    State.ROLLING_BACK: frozenset({State.RESTORING, State.ROLLED_BACK, State.ROLLBACK_FAILED}),
-    State.RESTORING: frozenset({State.ROLLED_BACK, State.ROLLBACK_FAILED}),
+    State.ROLLING_BACK: frozenset({State.STOPPING, State.ABORTED, State.ROLLBACK_FAILED}),
+    State.STOPPING: frozenset(
+        {State.SAFETY_BACKUP, State.RESTORING, State.RESTARTING, State.ROLLBACK_FAILED}
+    ),
+    State.SAFETY_BACKUP: frozenset({State.RESTORING, State.ROLLBACK_FAILED}),
+    State.RESTORING: frozenset({State.RESTARTING, State.ROLLBACK_FAILED}),
+    State.RESTARTING: frozenset({State.ROLLED_BACK, State.ROLLBACK_FAILED}),
     State.SUCCEEDED: frozenset(),
     State.ABORTED: frozenset(),
     State.ROLLED_BACK: frozenset(),
@@ -73,7 +78,7 @@ class RestoreMode(StrEnum):
 
 class IllegalTransition(ValueError):
     def __init__(self, current: State, proposed: State) -> None:
-        super().__init__(f"illegal upgrade transition {current.name} → {proposed.name}")
+        super().__init__(f"illegal transition {current.name} → {proposed.name}")
 
 
 def check_transition(current: State, proposed: State) -> None:

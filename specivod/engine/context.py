@@ -12,14 +12,11 @@ from specivod.domain.errors import SpecivodError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Kind, Transaction
 from specivod.engine.verification import HealthGate
+from specivod.redaction import redact
 
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[Transaction, str], None]
-
-
-class StopRequested(SpecivodError):
-    """A signal asked specivod to stop; raised only at a step boundary before the app is touched."""
 
 
 @dataclass
@@ -45,14 +42,15 @@ class Context:
     backups: Backups
     gate: HealthGate
     clock: Clock
-    database_service: str
     report: Reporter = _silent
     stop: StopFlag = field(default_factory=StopFlag)
 
     def enter(
         self, transaction: Transaction, state: State, detail: str = "", **facts: str | bool | None
     ) -> Transaction:
-        """Journal ``state`` (committed, fsynced) before the step acts, then tell the operator."""
+        """Journal ``state`` (committed, fsynced) before the step acts, then tell the operator.
+        Secrets are masked first: the detail may quote a failed command."""
+        detail = redact(detail)
         moved = self.journal.advance(
             transaction, state, now=self.clock.now(), detail=detail, **facts
         )
@@ -67,11 +65,6 @@ class Context:
         except Exception as error:  # the journal and the log already hold what matters
             log.warning("cannot report progress: %s", error)
 
-    def boundary(self) -> None:
-        """A step boundary on the forward path: honour a stop request here."""
-        if self.stop.requested:
-            raise StopRequested(f"stopped before the next step: {self.stop.reason}")
-
 
 def failure_reason(error: Exception, doing: str) -> str:
     """Why a step failed, for the journal. A ``SpecivodError`` says it in words; anything else
@@ -83,13 +76,20 @@ def failure_reason(error: Exception, doing: str) -> str:
 
 
 def version_to_restore(transaction: Transaction) -> str:
-    """The version a rollback returns to: the one an upgrade left, or a rollback's target."""
+    """The version a rollback returns to: the one an upgrade left, or a rollback's or a
+    restore's target."""
     version = (
         transaction.from_version if transaction.kind is Kind.UPGRADE else transaction.to_version
     )
     if version is None:
         raise SpecivodError(f"transaction {transaction.id} records no version to return to")
     return version
+
+
+def version_being_replaced(transaction: Transaction) -> str | None:
+    """The version whose data a restore replaces: the failed release of an upgrade, or the one
+    serving when a rollback or restore was asked for."""
+    return transaction.to_version if transaction.kind is Kind.UPGRADE else transaction.from_version
 
 
 def version_being_installed(transaction: Transaction) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from specivod.domain.errors import JournalError
 from specivod.domain.states import RestoreMode, State, check_transition
+from specivod.redaction import redact
 
 JOURNAL_NAME = "journal.sqlite3"
 _SCHEMA = """
@@ -55,6 +56,9 @@ _COLUMNS_ADDED_LATER = {"safety_backup_id": "TEXT"}
 class Kind(StrEnum):
     UPGRADE = "upgrade"
     ROLLBACK = "rollback"
+    """A person's (or Alertmanager's) rollback of the last successful upgrade."""
+    RESTORE = "restore"
+    """``specivod restore ID``: the backup's database and data dir under the backup's version."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Transaction:
     restored: bool
     data_aside: str | None
     safety_backup_id: str | None
-    """A manual rollback's backup of the state it replaced."""
+    """The backup of the state a restore replaced, taken before the restore."""
     reason: str | None
     started_at: datetime
     updated_at: datetime
@@ -107,6 +111,8 @@ def _check_fields(updates: dict[str, str | bool | None]) -> None:
     unknown = set(updates) - _UPDATABLE
     if unknown:
         raise ValueError(f"not journal fields: {sorted(unknown)}")
+    if isinstance(updates.get("reason"), str):
+        updates["reason"] = redact(str(updates["reason"]))
 
 
 def _row_to_transaction(row: sqlite3.Row) -> Transaction:
@@ -220,7 +226,7 @@ class Journal:
             transaction_id = int(cursor.lastrowid or 0)
             db.execute(
                 "INSERT INTO steps (transaction_id, state, at, detail) VALUES (?, ?, ?, ?)",
-                (transaction_id, State.PLANNED.value, stamp, detail),
+                (transaction_id, State.PLANNED.value, stamp, redact(detail)),
             )
         return self.get(transaction_id)
 
@@ -250,7 +256,7 @@ class Journal:
             )
             db.execute(
                 "INSERT INTO steps (transaction_id, state, at, detail) VALUES (?, ?, ?, ?)",
-                (transaction.id, state.value, stamp, detail),
+                (transaction.id, state.value, stamp, redact(detail)),
             )
         return self.get(transaction.id)
 
@@ -293,10 +299,21 @@ class Journal:
         return _row_to_transaction(row) if row else None
 
     def backups_still_needed(self) -> list[str]:
-        """Backups a manual rollback may still restore, which retention must keep: the one taken
-        before the last successful upgrade."""
-        upgrade = self.last_succeeded_upgrade()
-        return [upgrade.backup_id] if upgrade is not None and upgrade.backup_id else []
+        """Backups retention must keep: those named by an unfinished transaction, by the latest
+        ROLLBACK_FAILED and by the latest transaction of all (a person may still need them), and
+        the one taken before the last successful upgrade (a manual rollback restores it)."""
+        terminal = tuple(state.value for state in State if state.is_terminal)
+        marks = ", ".join("?" for _ in terminal)
+        rows = self._query(
+            "SELECT backup_id, safety_backup_id FROM transactions WHERE "  # noqa: S608
+            f"state NOT IN ({marks}) "
+            "OR id = (SELECT MAX(id) FROM transactions WHERE state = ?) "
+            "OR id = (SELECT MAX(id) FROM transactions WHERE kind = ? AND state = ?) "
+            "OR id = (SELECT MAX(id) FROM transactions)",
+            (*terminal, State.ROLLBACK_FAILED.value, Kind.UPGRADE.value, State.SUCCEEDED.value),
+        )
+        needed = {row[column] for row in rows for column in ("backup_id", "safety_backup_id")}
+        return sorted(backup_id for backup_id in needed if backup_id)
 
     def rolled_back_versions(self) -> dict[str, str]:
         """Versions an unattended upgrade must not pick again, each with why: an upgrade to it
@@ -304,8 +321,14 @@ class Journal:
         upgrade to the same version (``--to``) clears it."""
         rows = self._query(
             "SELECT id, kind, from_version, to_version, state FROM transactions "
-            "WHERE state IN (?, ?, ?) ORDER BY id",
-            (State.SUCCEEDED.value, State.ROLLED_BACK.value, State.ROLLBACK_FAILED.value),
+            "WHERE state IN (?, ?, ?) AND kind IN (?, ?) ORDER BY id",
+            (
+                State.SUCCEEDED.value,
+                State.ROLLED_BACK.value,
+                State.ROLLBACK_FAILED.value,
+                Kind.UPGRADE.value,
+                Kind.ROLLBACK.value,
+            ),
         )
         avoided: dict[str, str] = {}
         for row in rows:

@@ -28,6 +28,16 @@ class Scenario:
     config: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
+ROLLBACK_STATES = (
+    State.ROLLING_BACK,
+    State.STOPPING,
+    State.SAFETY_BACKUP,
+    State.RESTORING,
+    State.RESTARTING,
+    State.ROLLED_BACK,
+)
+
+
 def scenario_for(state: State) -> Scenario:
     if state in BEFORE_START:
         return Scenario(HEALTHY_UPGRADE, State.ABORTED)
@@ -35,7 +45,7 @@ def scenario_for(state: State) -> Scenario:
         return Scenario(HEALTHY_UPGRADE, State.SUCCEEDED)
     if state is State.ABORTED:
         return Scenario(UNPULLABLE, State.ABORTED)
-    if state in (State.ROLLING_BACK, State.RESTORING, State.ROLLED_BACK):
+    if state in ROLLBACK_STATES:
         return Scenario(MIGRATES_THEN_FAILS, State.ROLLED_BACK)
     if state is State.ROLLBACK_FAILED:
         # A fingerprint that cannot see the migration: the rollback skips the restore and the old

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from specivod.domain.references import parse_reference
+from specivod.domain.states import State
 from specivod.domain.versions import Step, VersionPolicy
 from specivod.domain.windows import Window
 from specivod.engine.context import Context, StopFlag
@@ -30,6 +32,28 @@ ALWAYS_OPEN = Window(frozenset(range(7)), time(0, 0), time(0, 0), ZoneInfo("UTC"
 
 class Crash(BaseException):
     """Stands for SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def crash_after(journal: Journal, state: State) -> None:
+    """Make ``journal`` die like SIGKILL right after it has committed ``state``."""
+    if state is State.PLANNED:
+        begin = journal.begin
+
+        def begin_then_die(*args: Any, **kwargs: Any) -> Transaction:
+            begin(*args, **kwargs)
+            raise Crash(state.name)
+
+        journal.begin = begin_then_die  # type: ignore[method-assign]
+        return
+    advance = journal.advance
+
+    def advance_then_die(transaction: Transaction, new: State, **kwargs: Any) -> Transaction:
+        moved = advance(transaction, new, **kwargs)
+        if new is state:
+            raise Crash(state.name)
+        return moved
+
+    journal.advance = advance_then_die  # type: ignore[method-assign, assignment]
 
 
 @dataclass
@@ -75,7 +99,6 @@ def make_kit(
         backups=backups,
         gate=gate,
         clock=clock,
-        database_service="db",
         report=lambda transaction, message: reports.append(f"{transaction.state.name}: {message}"),
         stop=stop,
     )

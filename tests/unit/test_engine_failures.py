@@ -12,8 +12,8 @@ from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Transaction
-from tests.unit.engine_kit import Crash, make_kit
-from tests.unit.fakes import FakeDeployment, FakeRelease, World
+from tests.unit.engine_kit import Crash, crash_after, make_kit
+from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
 
 
 class EnvNotWritable(FakeDeployment):
@@ -99,7 +99,7 @@ async def test_unexpected_error_during_the_rollback_ends_in_rollback_failed(
     assert kit.journal.unfinished() is None
 
 
-async def test_a_missing_backup_fails_the_rollback_before_the_app_is_stopped(
+async def test_a_manual_rollback_with_a_missing_backup_aborts_with_the_app_serving(
     tmp_path: Path,
 ) -> None:
     world = World(releases={"0.2.0": FakeRelease(schema=2)})
@@ -110,15 +110,38 @@ async def test_a_missing_backup_fails_the_rollback_before_the_app_is_stopped(
 
     rollback = (await kit.engine.rollback()).transaction
 
-    assert rollback.state is State.ROLLBACK_FAILED
+    assert rollback.state is State.ABORTED
+    assert "no backup" in (rollback.reason or "")
     assert not any(call.startswith("stop") for call in world.calls)
+    assert (world.pinned, world.running, world.stopped, world.schema) == (
+        "0.2.0",
+        "0.2.0",
+        False,
+        2,
+    )
+
+
+async def test_a_manual_rollback_whose_safety_backup_fails_aborts_with_the_app_serving(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.0": FakeRelease(schema=2)})
+    backups = FakeBackups(world)
+    kit = make_kit(tmp_path, world, backups=backups)
+    await kit.engine.upgrade(to="0.2.0")
+    backups.create_fails = True
+
+    rollback = (await kit.engine.rollback()).transaction
+
+    assert rollback.state is State.ABORTED
+    assert "pg_dump" in (rollback.reason or "")
+    assert not any(call.startswith(("stop", "restore")) for call in world.calls)
     assert (world.running, world.stopped, world.schema) == ("0.2.0", False, 2)
 
 
 async def test_a_restore_journaled_as_done_is_not_done_again(tmp_path: Path) -> None:
     world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3, data_change="new")})
     first = make_kit(tmp_path, world)
-    _crash_after_recording(first.journal, "restored")
+    crash_after(first.journal, State.RESTARTING)
     with pytest.raises(Crash):
         await first.engine.upgrade(to="0.2.3")
     first.journal.close()
@@ -148,7 +171,7 @@ async def test_a_resumed_manual_rollback_takes_one_safety_backup(tmp_path: Path)
 
     assert final is not None and final.state is State.ROLLED_BACK
     assert final.safety_backup_id is not None
-    safety = [call for call in world.calls if "manual rollback" in call]
+    safety = [call for call in world.calls if "(rollback)" in call]
     assert len(safety) == 1
     assert world.schema == 1 and world.running == "0.1.10"
 

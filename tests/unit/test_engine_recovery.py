@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from specivod.domain.states import State
-from specivod.engine.journal import Journal, Transaction
-from tests.unit.engine_kit import Crash, Kit, make_kit
+from specivod.engine.journal import Journal
+from tests.unit.engine_kit import Crash, Kit, crash_after, make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
 
 
@@ -24,7 +23,7 @@ class Scenario:
 
 
 def scenario_reaching(state: State) -> Scenario:
-    if state in (State.ROLLING_BACK, State.RESTORING, State.ROLLED_BACK):
+    if state in ROLLBACK_STATES:
         releases = {"0.2.3": FakeRelease(healthy=False, schema=3, data_change="converted")}
         return Scenario("0.2.3", World(releases=releases))
     if state is State.ROLLBACK_FAILED:
@@ -35,6 +34,14 @@ def scenario_reaching(state: State) -> Scenario:
     return Scenario("0.2.0", World())
 
 
+ROLLBACK_STATES = (
+    State.ROLLING_BACK,
+    State.STOPPING,
+    State.SAFETY_BACKUP,
+    State.RESTORING,
+    State.RESTARTING,
+    State.ROLLED_BACK,
+)
 EXPECTED_AFTER_RECOVERY = {
     State.PLANNED: State.ABORTED,
     State.BACKING_UP: State.ABORTED,
@@ -45,7 +52,10 @@ EXPECTED_AFTER_RECOVERY = {
     State.SUCCEEDED: State.SUCCEEDED,
     State.ABORTED: State.ABORTED,
     State.ROLLING_BACK: State.ROLLED_BACK,
+    State.STOPPING: State.ROLLED_BACK,
+    State.SAFETY_BACKUP: State.ROLLED_BACK,
     State.RESTORING: State.ROLLED_BACK,
+    State.RESTARTING: State.ROLLED_BACK,
     State.ROLLED_BACK: State.ROLLED_BACK,
     State.ROLLBACK_FAILED: State.ROLLBACK_FAILED,
 }
@@ -65,33 +75,11 @@ def _kit(tmp_path: Path, scenario: Scenario, journal: Journal | None = None) -> 
     )
 
 
-def _crash_after(journal: Journal, state: State) -> None:
-    """Make ``journal`` die like SIGKILL right after it has committed ``state``."""
-    if state is State.PLANNED:
-        begin = journal.begin
-
-        def begin_then_die(*args: Any, **kwargs: Any) -> Transaction:
-            begin(*args, **kwargs)
-            raise Crash(state.name)
-
-        journal.begin = begin_then_die  # type: ignore[method-assign]
-        return
-    advance = journal.advance
-
-    def advance_then_die(transaction: Transaction, new: State, **kwargs: Any) -> Transaction:
-        moved = advance(transaction, new, **kwargs)
-        if new is state:
-            raise Crash(state.name)
-        return moved
-
-    journal.advance = advance_then_die  # type: ignore[method-assign, assignment]
-
-
 async def _killed_after(tmp_path: Path, state: State) -> tuple[Scenario, Kit]:
     """Run an upgrade that dies right after ``state`` is journaled; return the restarted kit."""
     scenario = scenario_reaching(state)
     first = _kit(tmp_path, scenario)
-    _crash_after(first.journal, state)
+    crash_after(first.journal, state)
     with pytest.raises(Crash):
         await first.engine.upgrade(to=scenario.target)
     first.journal.close()
@@ -115,8 +103,11 @@ async def test_killed_after_state_is_journaled_recovers(tmp_path: Path, state: S
         assert world.pinned == world.running == "0.1.10"
         assert (world.schema, world.data) == (1, "original data")
     assert sum(call == f"pull {scenario.target}" for call in world.calls) <= 1
-    backups = sum(call.startswith("backup") for call in world.calls)
-    assert backups <= 1
+    assert sum(call.startswith("backup (before") for call in world.calls) <= 1
+    assert sum(call.startswith("backup (state replaced") for call in world.calls) <= 1
+    if final.restored:
+        assert final.safety_backup_id is not None
+        assert final.data_aside == "/srv/data.replaced-tx1"
 
 
 @pytest.mark.parametrize("state", [State.PLANNED, State.BACKING_UP, State.PULLING, State.PINNED])

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from specivod.domain.errors import SpecivodError
+from specivod.domain.errors import BackupError, SpecivodError
 from specivod.domain.states import State
 from specivod.engine.service import NeedsAPerson, NothingToDo, WindowClosed
 from tests.unit.engine_kit import make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
 
 FORWARD = ["PLANNED", "BACKING_UP", "PULLING", "PINNED", "STARTING", "VERIFYING"]
+IMAGE_ROLLBACK = ["ROLLING_BACK", "STOPPING", "RESTARTING", "ROLLED_BACK"]
+RESTORING_ROLLBACK = [
+    "ROLLING_BACK",
+    "STOPPING",
+    "SAFETY_BACKUP",
+    "RESTORING",
+    "RESTARTING",
+    "ROLLED_BACK",
+]
 
 
 async def test_healthy_release_is_installed_and_journaled(tmp_path: Path) -> None:
@@ -70,8 +81,9 @@ async def test_never_healthy_release_rolls_back_without_restore(tmp_path: Path) 
     assert not transaction.restored
     assert kit.backups.restored == []
     assert kit.world.pinned == kit.world.running == "0.1.10"
-    assert kit.steps(transaction) == [*FORWARD, "ROLLING_BACK", "ROLLED_BACK"]
+    assert kit.steps(transaction) == [*FORWARD, *IMAGE_ROLLBACK]
     assert "not healthy after 3 checks" in (transaction.reason or "")
+    assert transaction.safety_backup_id is None
     assert kit.clock.slept == pytest.approx(4.0, abs=0.1)  # 3 checks, one every 2 s
 
 
@@ -84,12 +96,85 @@ async def test_release_that_migrates_then_fails_is_restored(tmp_path: Path) -> N
     assert transaction.state is State.ROLLED_BACK
     assert transaction.restored
     assert transaction.fingerprint_after == "schema-3"
-    assert transaction.data_aside == "/srv/data.replaced-b1"
+    assert transaction.data_aside == "/srv/data.replaced-tx1"
     assert (world.schema, world.data, world.rows) == (1, "original data", "original rows")
-    assert kit.steps(transaction) == [*FORWARD, "ROLLING_BACK", "RESTORING", "ROLLED_BACK"]
+    assert kit.steps(transaction) == [*FORWARD, *RESTORING_ROLLBACK]
     restore_at = world.calls.index("restore b1")
-    assert world.calls[restore_at - 1] == "stop api"
-    assert world.calls[restore_at + 1 :] == ["pin 0.1.10", "up 0.1.10"]
+    assert world.calls[restore_at - 3 : restore_at] == [
+        "check backup b1",
+        "stop api",
+        "backup (state replaced by transaction #1 (upgrade))",
+    ]
+    assert world.calls[restore_at + 1 :] == ["pin 0.1.10", "up 0.1.10", "start api"]
+    assert transaction.safety_backup_id == "b2"
+    assert world.backups["b2"].rows == "rows migrated by 0.2.3"
+
+
+async def test_a_migration_that_commits_after_the_health_budget_is_still_restored(
+    tmp_path: Path,
+) -> None:
+    """The failed release's migration finishes only as its container stops: the schema is read
+    after the stop, so the rollback restores instead of running old code on a new schema."""
+    world = World(releases={"0.2.3": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, world)
+    stop = kit.deployment.stop
+
+    async def stop_while_the_migration_commits(services: Sequence[str]) -> None:
+        if world.running == "0.2.3":
+            world.schema, world.rows = 3, "rows migrated late by 0.2.3"
+        await stop(services)
+
+    kit.deployment.stop = stop_while_the_migration_commits  # type: ignore[method-assign]
+
+    transaction = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert transaction.state is State.ROLLED_BACK
+    assert transaction.restored
+    assert transaction.fingerprint_after == "schema-3"
+    assert (world.schema, world.rows) == (1, "original rows")
+    assert kit.steps(transaction) == [*FORWARD, *RESTORING_ROLLBACK]
+
+
+async def test_an_unreadable_schema_is_restored_to_be_safe(tmp_path: Path) -> None:
+    world = World(releases={"0.2.1": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, world)
+    fingerprint = kit.backups.fingerprint
+
+    async def unreadable_once_the_app_stopped() -> str:
+        if world.stopped:
+            raise BackupError("psql: connection refused")
+        return await fingerprint()
+
+    kit.backups.fingerprint = unreadable_once_the_app_stopped  # type: ignore[method-assign]
+
+    transaction = (await kit.engine.upgrade(to="0.2.1")).transaction
+
+    assert transaction.state is State.ROLLED_BACK
+    assert transaction.restored
+    assert transaction.fingerprint_after is None
+    assert any("could not be read, restoring to be safe" in line for line in kit.reports)
+
+
+async def test_a_failed_safety_backup_restores_nothing(tmp_path: Path) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
+    backups = FakeBackups(world)
+    kit = make_kit(tmp_path, world, backups=backups)
+    create = backups.create
+
+    async def only_the_first_backup_works(**arguments: Any) -> Any:
+        if backups.backups:
+            raise BackupError("disk full")
+        return await create(**arguments)
+
+    backups.create = only_the_first_backup_works  # type: ignore[method-assign]
+
+    transaction = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert transaction.state is State.ROLLBACK_FAILED
+    assert "disk full" in (transaction.reason or "")
+    assert backups.restored == []
+    assert (world.schema, world.rows) == (3, "rows migrated by 0.2.3")
+    assert kit.steps(transaction)[-2:] == ["SAFETY_BACKUP", "ROLLBACK_FAILED"]
 
 
 async def test_failed_pull_aborts_before_touching_anything(tmp_path: Path) -> None:

@@ -110,6 +110,10 @@ def test_a_journal_from_before_the_safety_backup_column_is_upgraded(tmp_path: Pa
     assert journal.get(recorded.id).safety_backup_id == "b2"
 
 
+IMAGE_ROLLBACK = [State.ROLLING_BACK, State.STOPPING, State.RESTARTING, State.ROLLED_BACK]
+FORWARD = [State.BACKING_UP, State.PULLING, State.PINNED, State.STARTING, State.VERIFYING]
+
+
 def _finish(journal: Journal, kind: Kind, versions: tuple[str, str], path: list[State]) -> None:
     transaction = journal.begin(
         kind, trigger="manual", from_version=versions[0], to_version=versions[1], now=NOW
@@ -125,10 +129,10 @@ def test_rolled_back_versions_are_remembered_until_installed_successfully(tmp_pa
         journal,
         Kind.UPGRADE,
         ("0.1.10", "0.2.1"),
-        [*forward, State.ROLLING_BACK, State.ROLLED_BACK],
+        [*forward, *IMAGE_ROLLBACK],
     )
     _finish(journal, Kind.UPGRADE, ("0.1.10", "0.2.0"), [*forward, State.SUCCEEDED])
-    _finish(journal, Kind.ROLLBACK, ("0.2.0", "0.1.10"), [State.ROLLING_BACK, State.ROLLED_BACK])
+    _finish(journal, Kind.ROLLBACK, ("0.2.0", "0.1.10"), IMAGE_ROLLBACK)
     _finish(journal, Kind.UPGRADE, ("0.1.10", "0.1.11"), [State.BACKING_UP, State.ABORTED])
 
     assert journal.rolled_back_versions() == {
@@ -139,3 +143,60 @@ def test_rolled_back_versions_are_remembered_until_installed_successfully(tmp_pa
     _finish(journal, Kind.UPGRADE, ("0.1.10", "0.2.1"), [*forward, State.SUCCEEDED])
 
     assert set(journal.rolled_back_versions()) == {"0.2.0"}
+
+
+def _open_with_backup(journal: Journal, kind: Kind, backup_id: str, path: list[State]) -> None:
+    transaction = journal.begin(
+        kind, trigger="manual", from_version="0.1.10", to_version="0.2.0", now=NOW
+    )
+    transaction = journal.record(transaction, backup_id=backup_id)
+    for state in path:
+        transaction = journal.advance(transaction, state, now=NOW)
+
+
+def test_retention_spares_unfinished_failed_and_latest_transactions(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    _open_with_backup(journal, Kind.UPGRADE, "b-succeeded-old", [*FORWARD, State.SUCCEEDED])
+    _open_with_backup(journal, Kind.UPGRADE, "b-succeeded", [*FORWARD, State.SUCCEEDED])
+    _open_with_backup(
+        journal, Kind.UPGRADE, "b-failed", [*FORWARD, State.ROLLING_BACK, State.ROLLBACK_FAILED]
+    )
+    _open_with_backup(journal, Kind.UPGRADE, "b-aborted", [State.BACKING_UP, State.ABORTED])
+    _open_with_backup(journal, Kind.UPGRADE, "b-killed", [State.BACKING_UP, State.PULLING])
+
+    assert journal.backups_still_needed() == ["b-failed", "b-killed", "b-succeeded"]
+
+
+def test_retention_spares_the_latest_transactions_safety_backup(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    _open_with_backup(journal, Kind.UPGRADE, "b1", [*FORWARD, State.SUCCEEDED])
+    rollback = journal.begin(
+        Kind.ROLLBACK, trigger="manual", from_version="0.2.0", to_version="0.1.10", now=NOW
+    )
+    rollback = journal.record(rollback, backup_id="b1", safety_backup_id="b2")
+    for state in IMAGE_ROLLBACK:
+        rollback = journal.advance(rollback, state, now=NOW)
+
+    assert journal.backups_still_needed() == ["b1", "b2"]
+
+
+def test_a_restore_does_not_mark_versions_as_rolled_back(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    restore = [State.ROLLING_BACK, State.STOPPING, State.RESTORING, State.RESTARTING]
+    _finish(journal, Kind.RESTORE, ("0.2.0", "0.1.10"), [*restore, State.ROLLED_BACK])
+
+    assert journal.rolled_back_versions() == {}
+
+
+def test_secrets_in_reasons_and_details_never_reach_the_journal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    leaky = "pg_dump postgresql://specivo:s3cret-pw@db/specivo exited with 1"
+    transaction = journal.begin(
+        Kind.UPGRADE, trigger="manual", from_version="0.1.10", to_version="0.2.0", now=NOW
+    )
+    transaction = journal.advance(transaction, State.BACKING_UP, now=NOW, detail=leaky)
+    transaction = journal.advance(transaction, State.ABORTED, now=NOW, detail=leaky, reason=leaky)
+
+    stored = [transaction.reason or "", *(step.detail for step in journal.steps(transaction.id))]
+    assert not any("s3cret-pw" in text for text in stored)
+    assert "postgresql://specivo:" in (transaction.reason or "")

@@ -93,6 +93,11 @@ class RegistryClient:
         )
 
     @property
+    def name(self) -> str:
+        """The repository, for messages: ``registry HOST, repository PATH``."""
+        return self._where
+
+    @property
     def requests(self) -> int:
         return self._transport.requests
 

@@ -1,0 +1,339 @@
+"""The transaction in one place: a table from each journaled state to the step that runs in it.
+
+Rule: a step runs in the state the journal names and ends by journaling the next state, before
+that state's step acts. Recovery is running the table from the journaled state, so every step must
+be safe to run again after a kill. Failures are mapped by where they happen: before the app was
+touched, ABORTED; while the new version starts or is verified, the rollback; inside the rollback,
+ROLLBACK_FAILED, with nothing deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from specivod.domain.errors import SpecivodError
+from specivod.domain.states import BEFORE_START, RestoreMode, State
+from specivod.engine.context import (
+    Context,
+    failure_reason,
+    version_being_installed,
+    version_being_replaced,
+    version_to_restore,
+)
+from specivod.engine.journal import Kind, Transaction
+
+Step = Callable[[Context, Transaction], Awaitable[Transaction]]
+
+
+class RollbackFailed(SpecivodError):
+    """The previous version could not be brought back."""
+
+
+class Stopped(SpecivodError):
+    """A signal asked specivod to stop before the running app was touched."""
+
+
+async def drive(context: Context, transaction: Transaction) -> Transaction:
+    """Run steps from the journaled state until the transaction is terminal."""
+    while not transaction.state.is_terminal:
+        if _app_untouched(transaction) and context.stop.requested:
+            return abort(
+                context, transaction, f"stopped before the next step: {context.stop.reason}"
+            )
+        step = STEPS[transaction.state]
+        try:
+            transaction = await step(context, transaction)
+        except Exception as error:
+            transaction = _after_failure(context, transaction, error)
+    return transaction
+
+
+async def resume(context: Context, transaction: Transaction) -> Transaction:
+    """Finish a transaction a killed process left. An upgrade that had not started the new
+    version is aborted, not continued: the window it was planned in may be long closed."""
+    if transaction.kind is Kind.UPGRADE and transaction.state in BEFORE_START:
+        return abort(context, transaction, f"interrupted in {transaction.state.name} by a restart")
+    return await drive(context, transaction)
+
+
+def _stopped(context: Context) -> str:
+    return f"stopped before the next step: {context.stop.reason}"
+
+
+def _app_untouched(transaction: Transaction) -> bool:
+    if transaction.kind is Kind.UPGRADE:
+        return transaction.state in BEFORE_START
+    return transaction.state in (State.PLANNED, State.ROLLING_BACK)
+
+
+def _after_failure(context: Context, transaction: Transaction, error: Exception) -> Transaction:
+    state = transaction.state
+    reason = failure_reason(error, f"in {state.name} of transaction {transaction.id}")
+    if _app_untouched(transaction):
+        return abort(context, transaction, reason)
+    if state in (State.STARTING, State.VERIFYING):
+        target = version_being_installed(transaction)
+        doing = "starting" if state is State.STARTING else "verifying"
+        return _begin_rollback(context, transaction, f"{doing} {target} failed: {reason}")
+    return _rollback_failed(context, transaction, reason)
+
+
+def abort(context: Context, transaction: Transaction, reason: str) -> Transaction:
+    """End a transaction that never touched the running app, ``.env`` as it was. When even that
+    fails the transaction stays open, and the next start tries the abort again."""
+    if transaction.state is State.PINNED and transaction.from_version is not None:
+        try:
+            context.deployment.pin(transaction.from_version)
+        except SpecivodError as error:
+            raise SpecivodError(
+                f"{reason}; then putting {transaction.from_version} back in .env failed: {error}. "
+                f"The running app was not touched; transaction {transaction.id} stays open and "
+                "is finished at the next start"
+            ) from None
+    return context.enter(
+        transaction,
+        State.ABORTED,
+        f"aborted, the running app was not touched: {reason}",
+        reason=reason,
+    )
+
+
+def _rollback_failed(context: Context, transaction: Transaction, reason: str) -> Transaction:
+    return context.enter(
+        transaction,
+        State.ROLLBACK_FAILED,
+        f"ROLLBACK FAILED, the deployment needs a person; nothing was deleted: {reason}",
+        reason=reason,
+    )
+
+
+def _begin_rollback(context: Context, transaction: Transaction, reason: str) -> Transaction:
+    previous = version_to_restore(transaction)
+    return context.enter(
+        transaction, State.ROLLING_BACK, f"rolling back to {previous}: {reason}", reason=reason
+    )
+
+
+# The forward path of an upgrade.
+
+
+async def _planned(context: Context, transaction: Transaction) -> Transaction:
+    if transaction.kind is Kind.UPGRADE:
+        return context.enter(
+            transaction, State.BACKING_UP, "backing up the database and the data dir"
+        )
+    return context.enter(
+        transaction,
+        State.ROLLING_BACK,
+        f"checking backup {transaction.backup_id} while {transaction.from_version} still serves",
+    )
+
+
+async def _back_up(context: Context, transaction: Transaction) -> Transaction:
+    target = version_being_installed(transaction)
+    fingerprint = await context.backups.fingerprint()
+    backup = await context.backups.create(
+        version=transaction.from_version,
+        reason=f"before upgrade to {target}",
+        protect=context.journal.backups_still_needed(),
+    )
+    return context.enter(
+        transaction,
+        State.PULLING,
+        f"backup {backup.id} is valid; pulling {target}",
+        backup_id=backup.id,
+        fingerprint_before=fingerprint,
+    )
+
+
+async def _pull(context: Context, transaction: Transaction) -> Transaction:
+    target = version_being_installed(transaction)
+    await context.deployment.pull(target)
+    return context.enter(transaction, State.PINNED, f"pinning {target} in .env")
+
+
+async def _pin(context: Context, transaction: Transaction) -> Transaction:
+    target = version_being_installed(transaction)
+    context.deployment.pin(target)
+    if context.stop.requested:  # the last moment to stop without touching the app
+        raise Stopped(_stopped(context))
+    return context.enter(transaction, State.STARTING, f"docker compose up -d ({target})")
+
+
+async def _start(context: Context, transaction: Transaction) -> Transaction:
+    target = version_being_installed(transaction)
+    await context.deployment.up(target)
+    return context.enter(transaction, State.VERIFYING, f"waiting for {target} to be healthy")
+
+
+async def _verify(context: Context, transaction: Transaction) -> Transaction:
+    target = version_being_installed(transaction)
+    verdict = await context.gate.verify(target)
+    if verdict.healthy:
+        return context.enter(transaction, State.SUCCEEDED, f"{target} is healthy: {verdict.detail}")
+    return _begin_rollback(context, transaction, f"{target} {verdict.detail}")
+
+
+# The rollback: check while the app runs, stop, read the schema, keep what is replaced, restore,
+# start the previous version.
+
+
+async def _check_before_stopping(context: Context, transaction: Transaction) -> Transaction:
+    """ROLLING_BACK, nothing stopped yet. After a failed upgrade the backup is checked so the log
+    says early when only an image rollback is possible (the restore checks it again). A manual
+    rollback or a restore replaces a serving version: the backup must be good and the state it
+    replaces saved before anything stops; any failure here ends ABORTED with the app serving."""
+    if transaction.restore_mode is RestoreMode.NEVER:
+        return _enter_stopping(context, transaction)
+    backup_id = transaction.backup_id
+    if transaction.kind is Kind.UPGRADE:
+        if backup_id is not None:
+            try:
+                await context.backups.prepare_restore(backup_id)
+            except SpecivodError as error:
+                context.tell(transaction, f"backup {backup_id} cannot be restored: {error}")
+        return _enter_stopping(context, transaction)
+    if backup_id is None:
+        raise SpecivodError("no backup is recorded to restore from")
+    await context.backups.prepare_restore(backup_id)
+    if transaction.restore_mode is RestoreMode.AUTO and not await _schema_changed(
+        context, transaction
+    ):
+        return _enter_stopping(context, transaction)  # read again once stopped
+    if transaction.safety_backup_id is None:
+        safety = await _save_replaced_state(context, transaction)
+        transaction = context.journal.record(transaction, safety_backup_id=safety)
+        context.tell(transaction, f"the state being replaced is kept in backup {safety}")
+    return _enter_stopping(context, transaction)
+
+
+def _enter_stopping(context: Context, transaction: Transaction) -> Transaction:
+    return context.enter(transaction, State.STOPPING, "stopping the app services")
+
+
+async def _stop_and_decide(context: Context, transaction: Transaction) -> Transaction:
+    """STOPPING: the app services stop first, so a migration still running cannot commit after
+    the schema was read; then the schema decides between an image rollback and a restore."""
+    await context.deployment.stop(await context.deployment.app_services())
+    if transaction.restore_mode is RestoreMode.NEVER:
+        return context.enter(transaction, State.RESTARTING, "image rollback only (restore never)")
+    fingerprint = await _fingerprint(context)
+    changed = fingerprint is None or fingerprint != transaction.fingerprint_before
+    if not transaction.restore_mode.restores(changed):
+        return context.enter(
+            transaction,
+            State.RESTARTING,
+            "the schema is unchanged: image rollback only",
+            fingerprint_after=fingerprint,
+        )
+    why = _why_restore(transaction, fingerprint)
+    if transaction.safety_backup_id is None:
+        return context.enter(
+            transaction,
+            State.SAFETY_BACKUP,
+            f"{why}; saving the state being replaced before restoring",
+            fingerprint_after=fingerprint,
+        )
+    return _enter_restoring(context, transaction, why, fingerprint_after=fingerprint)
+
+
+def _why_restore(transaction: Transaction, fingerprint: str | None) -> str:
+    if transaction.kind is Kind.RESTORE:
+        return f"restoring backup {transaction.backup_id} as asked"
+    if transaction.restore_mode is RestoreMode.ALWAYS:
+        return "restore requested"
+    if fingerprint is None:
+        return "the schema could not be read, restoring to be safe"
+    return "the schema changed"
+
+
+async def _schema_changed(context: Context, transaction: Transaction) -> bool:
+    fingerprint = await _fingerprint(context)
+    return fingerprint is None or fingerprint != transaction.fingerprint_before
+
+
+async def _fingerprint(context: Context) -> str | None:
+    try:
+        return await context.backups.fingerprint()
+    except SpecivodError:
+        return None
+
+
+async def _safety_backup(context: Context, transaction: Transaction) -> Transaction:
+    """SAFETY_BACKUP: the rows written since the backup are kept before a restore replaces
+    them. If this fails, nothing is restored."""
+    safety = await _save_replaced_state(context, transaction)
+    return _enter_restoring(
+        context,
+        transaction,
+        f"the state being replaced is kept in backup {safety}",
+        safety_backup_id=safety,
+    )
+
+
+async def _save_replaced_state(context: Context, transaction: Transaction) -> str:
+    backup = await context.backups.create(
+        version=version_being_replaced(transaction),
+        reason=f"state replaced by transaction #{transaction.id} ({transaction.kind.value})",
+        protect=context.journal.backups_still_needed(),
+    )
+    return backup.id
+
+
+def _enter_restoring(
+    context: Context, transaction: Transaction, why: str, **facts: str | bool | None
+) -> Transaction:
+    if transaction.backup_id is None:
+        raise SpecivodError("no backup is recorded for this transaction; cannot restore")
+    aside = transaction.data_aside or str(context.backups.data_aside_path(f"tx{transaction.id}"))
+    return context.enter(
+        transaction,
+        State.RESTORING,
+        f"{why}; restoring backup {transaction.backup_id}, the replaced data dir goes to {aside}",
+        data_aside=aside,
+        **facts,
+    )
+
+
+async def _restore(context: Context, transaction: Transaction) -> Transaction:
+    backup_id, aside = transaction.backup_id, transaction.data_aside
+    if backup_id is None:
+        raise SpecivodError("no backup is recorded for this transaction; cannot restore")
+    if aside is None:  # journaled by a specivod that chose the destination later
+        aside = str(context.backups.data_aside_path(f"tx{transaction.id}"))
+        transaction = context.journal.record(transaction, data_aside=aside)
+    await context.backups.restore(backup_id, verify=True, data_aside=Path(aside))
+    return context.enter(
+        transaction,
+        State.RESTARTING,
+        f"database and data dir restored from {backup_id}; the replaced data dir is in {aside}",
+        restored=True,
+    )
+
+
+async def _restart_previous(context: Context, transaction: Transaction) -> Transaction:
+    previous = version_to_restore(transaction)
+    context.deployment.pin(previous)
+    await context.deployment.up(previous)
+    await context.deployment.start(await context.deployment.app_services())
+    verdict = await context.gate.verify(previous)
+    if not verdict.healthy:
+        raise RollbackFailed(f"{previous} did not come back: {verdict.detail}")
+    return context.enter(transaction, State.ROLLED_BACK, f"{previous} is healthy: {verdict.detail}")
+
+
+STEPS: dict[State, Step] = {
+    State.PLANNED: _planned,
+    State.BACKING_UP: _back_up,
+    State.PULLING: _pull,
+    State.PINNED: _pin,
+    State.STARTING: _start,
+    State.VERIFYING: _verify,
+    State.ROLLING_BACK: _check_before_stopping,
+    State.STOPPING: _stop_and_decide,
+    State.SAFETY_BACKUP: _safety_backup,
+    State.RESTORING: _restore,
+    State.RESTARTING: _restart_previous,
+}
+"""Every non-terminal state and the step that runs in it."""
