@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,8 +162,16 @@ class SandboxDeployment:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "3", check=False)
 
 
-def create_deployment(root: Path, images: ImageNames, version: str = BASELINE) -> SandboxDeployment:
-    """Write a deployment under ``root``, start it at ``version`` and fill it with data."""
+def create_deployment(
+    root: Path,
+    images: ImageNames,
+    version: str = BASELINE,
+    *,
+    compose_file: str = COMPOSE_FILE,
+    env_extra: Mapping[str, str] | None = None,
+) -> SandboxDeployment:
+    """Write a deployment under ``root``, start it at ``version`` and fill it with data.
+    ``compose_file`` replaces the default shape; ``env_extra`` adds lines to ``.env``."""
     directory = root / f"spv{secrets.token_hex(4)}"
     data_dir = directory / "data"
     (data_dir / "attachments").mkdir(parents=True)
@@ -170,7 +179,8 @@ def create_deployment(root: Path, images: ImageNames, version: str = BASELINE) -
         (data_dir / "attachments" / f"file{number}.txt").write_text(f"attachment {number}\n" * 50)
     (data_dir / "FORMAT").write_text("format 1\n")
     deployment = SandboxDeployment(directory, data_dir, free_port(), free_port(), images)
-    (directory / "docker-compose.yml").write_text(COMPOSE_FILE)
+    (directory / "docker-compose.yml").write_text(compose_file)
+    extra = "".join(f"{name}={value}\n" for name, value in (env_extra or {}).items())
     deployment.env_file.write_text(
         ENV_TEMPLATE.format(
             version=version,
@@ -179,6 +189,7 @@ def create_deployment(root: Path, images: ImageNames, version: str = BASELINE) -
             db_port=deployment.db_port,
             api_port=deployment.api_port,
         )
+        + extra
     )
     deployment.env_file.chmod(0o640)
     result = deployment.compose("up", "-d", "--wait", "--quiet-pull", check=False)

@@ -37,10 +37,11 @@ HEALTHCHECK = (
 @dataclass(frozen=True)
 class ImageNames:
     registry: str
+    app_path: str = "specivo/specivo"
 
     @property
     def app(self) -> str:
-        return f"{self.registry}/specivo/specivo"
+        return f"{self.registry}/{self.app_path}"
 
     @property
     def database(self) -> str:
@@ -139,6 +140,25 @@ def build_and_push(
         if release.blob_missing:
             lose_top_layer(registry, "specivo/specivo", release.version)
     return names
+
+
+def push_releases(
+    client: docker.DockerClient, names: ImageNames, releases: Iterable[Release]
+) -> None:
+    """Build ``releases`` as ``names.app`` on the api base of ``build_and_push``, push them and
+    drop the local tags."""
+    for release in releases:
+        tag = _build_release(client, names, release)
+        _push(client, tag)
+        forget(client, tag)
+
+
+def push_image(client: docker.DockerClient, tag: str, dockerfile: str) -> str:
+    """Build a Dockerfile with no other files (``FROM`` one of the sandbox images) and push it;
+    the image id."""
+    _build(client, tag, _context(dockerfile, []))
+    _push(client, tag)
+    return str(client.images.get(tag).id)
 
 
 def lose_top_layer(registry: str, repository: str, tag: str) -> None:

@@ -11,6 +11,8 @@ class Behaviour(StrEnum):
     NEVER_HEALTHY = "never-healthy"
     MIGRATE_THEN_FAIL = "migrate-then-fail"
     SLOW = "slow"
+    WORKER_NEVER_HEALTHY = "worker-never-healthy"
+    """The api gets healthy; the same image run as a worker (``SPECIVO_ROLE=worker``) never."""
 
 
 @dataclass(frozen=True)
@@ -49,3 +51,13 @@ MIGRATES_THEN_FAILS = "0.2.3"
 UNPULLABLE = "0.2.4"
 MISSING = "0.2.9"
 """A tag that exists nowhere."""
+
+SHAPES_REPOSITORY = "specivo-shapes/specivo"
+"""The compose-shapes tests push their releases here, apart from ``RELEASES``' repository, so the
+tags other tests list stay as they are."""
+SHAPES_RELEASES = (
+    Release("0.1.10", Behaviour.HEALTHY, 1),
+    Release("0.1.11", Behaviour.HEALTHY, 1),
+    Release("0.2.6", Behaviour.WORKER_NEVER_HEALTHY, 1),
+)
+WORKER_NEVER_HEALTHY = "0.2.6"
