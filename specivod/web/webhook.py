@@ -145,6 +145,12 @@ class SeenAlerts:
             self._remember(self._keys, key)
         self._remember(self._upgrades, request.upgrade.transaction_id)
 
+    def forget(self, request: RollbackRequest) -> None:
+        """Undo ``record`` when the rollback could not even be started."""
+        for key in request.keys:
+            self._keys.pop(key, None)
+        self._upgrades.pop(request.upgrade.transaction_id, None)
+
     def seen(self, key: AlertKey) -> bool:
         return key in self._keys
 
