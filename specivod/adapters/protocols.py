@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -132,9 +133,23 @@ class Backups(Protocol):
         """``BackupError`` unless the backup is intact and can be restored; changes nothing."""
         ...
 
-    async def restore(self, backup_id: str, *, verify: bool = True) -> RestoreRecord:
+    def version_of(self, backup_id: str) -> str | None:
+        """The version deployed when the backup was taken; ``BackupError`` when there is no
+        such backup."""
+        ...
+
+    def data_aside_path(self, label: str) -> Path:
+        """Where a restore labelled ``label`` moves the current data dir (a sibling of it, named
+        by the label); computing it creates nothing."""
+        ...
+
+    async def restore(
+        self, backup_id: str, *, verify: bool = True, data_aside: Path | None = None
+    ) -> RestoreRecord:
         """Restore the database and the data dir; the app services are already stopped.
-        ``verify=False`` when ``prepare_restore`` has just checked the backup."""
+        ``verify=False`` when ``prepare_restore`` has just checked the backup. The current data
+        dir is moved to ``data_aside``; called again with the same ``data_aside`` after an
+        interruption, it finishes the same restore (the data dir is never lost or deleted)."""
         ...
 
     async def fingerprint(self) -> str:

@@ -4,6 +4,7 @@ lands on disk, and what is left after each kind of failure."""
 from __future__ import annotations
 
 import hashlib
+import json
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from specivod.adapters.backup import Backups
 from specivod.adapters.process import Completed
 from specivod.domain.errors import BackupError
 from specivod.settings import BackupSettings
+from tests.support.trees import tree
 
 DUMP = b"PGDMP" + bytes(range(256)) * 40
 SCHEMA = b"""--
@@ -236,11 +238,67 @@ async def test_retention_runs_after_each_backup_and_spares_protected_ids(
     backups = make(tmp_path, FakeCompose(data_dir), keep=1)
     first = await backups.create(version="0.1.10", reason="1")
     second = await backups.create(version="0.1.10", reason="2", protect=[first.id])
+
+    assert [m.id for m in backups.list()] == [second.id, first.id]
+
     third = await backups.create(version="0.1.10", reason="3")
 
     assert [m.id for m in backups.list()] == [third.id]
-    assert second.id != first.id
     assert backups.prune(0) == [third.id]
+
+
+async def test_retention_never_deletes_the_backup_it_just_made(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Even when the clock went back and the new id sorts before the kept ones."""
+    clock = FakeClock()
+    backups = Backups(
+        BackupSettings.model_validate({"dir": tmp_path / "backups", "keep": 1}),
+        FakeCompose(data_dir),
+        clock,
+    )
+    newer = await backups.create(version="0.1.10", reason="before the clock went back")
+    clock.moment -= timedelta(hours=1)
+
+    older = await backups.create(version="0.1.10", reason="after", protect=[newer.id])
+
+    assert older.id < newer.id
+    assert [m.id for m in backups.list()] == [newer.id, older.id]
+
+
+async def test_files_that_vanish_while_archived_are_counted_in_the_manifest(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The archive stream is written in 1 MiB chunks: the first progress report comes while
+    ``attachments/big.bin`` is read, before ``attachments/temp-upload`` is reached."""
+    (data_dir / "attachments" / "big.bin").write_bytes(bytes(3 << 20))
+    (data_dir / "attachments" / "temp-upload").write_text("half an upload\n")
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase == "data dir archive":
+            (data_dir / "attachments" / "temp-upload").unlink(missing_ok=True)
+
+    backups = make(tmp_path, FakeCompose(data_dir))
+    manifest = await backups.create(version="0.1.10", reason="busy", progress=progress)
+
+    assert manifest.data_dir.vanished_while_archived == 1
+    assert manifest.data_dir.changed_while_archived == 0
+    assert manifest.data_dir.file_count == 3
+    assert backups.list() == [manifest]
+
+
+async def test_manifests_without_the_archive_counts_still_load(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    backups = make(tmp_path, FakeCompose(data_dir))
+    manifest = await backups.create(version="0.1.10", reason="old")
+    path = backups.path(manifest.id) / "manifest.json"
+    written = json.loads(path.read_text())
+    del written["data_dir"]["vanished_while_archived"]
+    del written["data_dir"]["changed_while_archived"]
+    path.write_text(json.dumps(written))
+
+    assert backups.get(manifest.id) == manifest
 
 
 async def test_restore_replaces_database_then_swaps_the_data_dir(
@@ -352,12 +410,112 @@ async def test_no_data_dir_in_the_env_file_is_an_error(tmp_path: Path) -> None:
         await make(tmp_path, FakeCompose(None)).create(version=None, reason="manual")
 
 
+def test_the_data_aside_path_is_a_sibling_named_by_the_label(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    backups = make(tmp_path, FakeCompose(data_dir))
+
+    path = backups.data_aside_path("tx42")
+
+    assert path == data_dir.resolve().with_name("data.replaced-tx42")
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
+    for label in ("", "..", "a/b"):
+        with pytest.raises(BackupError, match="cannot name"):
+            backups.data_aside_path(label)
+
+
+async def _backed_up_then_changed(tmp_path: Path, data_dir: Path) -> tuple[Backups, str]:
+    backups = make(tmp_path, FakeCompose(data_dir))
+    manifest = await backups.create(version="0.1.10", reason="manual")
+    (data_dir / "FORMAT").write_text("format 3\n")
+    (data_dir / "written-later.txt").write_text("new\n")
+    return backups, manifest.id
+
+
+async def test_restore_moves_the_data_dir_to_the_chosen_aside(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    before = tree(data_dir)
+    backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
+    changed = tree(data_dir)
+    aside = backups.data_aside_path("tx42")
+
+    result = await backups.restore(backup_id, data_aside=aside)
+
+    assert result.data_aside == aside
+    assert tree(aside) == changed
+    assert tree(data_dir) == before
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", "data.replaced-tx42"]
+
+
+def _killed_between_the_renames(data_dir: Path, backup_id: str, aside: Path) -> None:
+    """What a restore killed after its first rename leaves: the staging copy, the data dir
+    aside."""
+    staging = data_dir.with_name(f".data.restoring-{backup_id}")
+    staging.mkdir()
+    (staging / "FORMAT").write_text("half extr")
+    data_dir.rename(aside)
+
+
+async def test_restore_killed_between_the_two_renames_finishes_when_resumed(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    before = tree(data_dir)
+    backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
+    changed = tree(data_dir)
+    aside = backups.data_aside_path("tx42")
+    _killed_between_the_renames(data_dir, backup_id, aside)
+    compose = FakeCompose(data_dir)
+    resumed = make(tmp_path, compose)
+
+    result = await resumed.restore(backup_id, data_aside=aside)
+
+    assert result.data_aside == aside
+    assert tree(data_dir) == before
+    assert tree(aside) == changed
+    assert compose.restored == DUMP
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", "data.replaced-tx42"]
+
+
+async def test_restore_resumed_after_the_swap_keeps_the_restored_data_dir(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
+    aside = backups.data_aside_path("tx42")
+    await backups.restore(backup_id, data_aside=aside)
+    restored, replaced = tree(data_dir), tree(aside)
+    compose = FakeCompose(data_dir)
+
+    result = await make(tmp_path, compose).restore(backup_id, data_aside=aside)
+
+    assert result.data_aside == aside
+    assert (tree(data_dir), tree(aside)) == (restored, replaced)
+    assert compose.restored == DUMP
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", "data.replaced-tx42"]
+
+
+async def test_an_aside_path_elsewhere_is_refused_before_anything_changes(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
+    changed = tree(data_dir)
+
+    with pytest.raises(BackupError, match="not beside the data dir"):
+        await backups.restore(backup_id, data_aside=tmp_path / "data.replaced-tx42")
+
+    assert tree(data_dir) == changed
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
+
+
 async def test_the_engine_can_drive_it_through_its_protocol(tmp_path: Path, data_dir: Path) -> None:
     engine_view: protocols.Backups = make(tmp_path, FakeCompose(data_dir))
 
     record = await engine_view.create(version="0.1.10", reason="before upgrade to 0.2.0")
-    restored = await engine_view.restore(record.id)
+    chosen = engine_view.data_aside_path("tx7")
+    restored = await engine_view.restore(record.id, data_aside=chosen)
+    again = await engine_view.restore(record.id)
 
-    aside = restored.data_aside
+    assert restored.data_aside == chosen == resolved(data_dir).with_name("data.replaced-tx7")
+    aside = again.data_aside
     assert isinstance(aside, Path)
-    assert aside.parent == data_dir.parent and aside.name.startswith("data.replaced-")
+    assert aside.parent == data_dir.parent and aside.name.startswith("data.replaced-2")

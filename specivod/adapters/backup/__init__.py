@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 
 from specivod.adapters.backup import datadir
-from specivod.adapters.backup.files import remove_tree, sha256_of, tree_size
+from specivod.adapters.backup.files import sha256_of, tree_size
 from specivod.adapters.backup.manifest import (
     BackupManifest,
     DatabaseDump,
@@ -27,6 +26,8 @@ from specivod.adapters.backup.manifest import (
     write_manifest,
 )
 from specivod.adapters.backup.postgres import PostgresDatabase
+from specivod.adapters.backup.progress import Meter, Progress
+from specivod.adapters.backup.restoring import RestoreResult, restore_backup
 from specivod.adapters.backup.runner import ComposeRunner
 from specivod.adapters.backup.store import (
     BackupStore,
@@ -45,38 +46,6 @@ log = logging.getLogger(__name__)
 
 DUMP_NAME = "database.dump"
 ARCHIVE_NAME = "data.tar"
-
-Progress = Callable[[str, int, int | None], None]
-"""Called with a phase name, the bytes done so far and the total when known."""
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    backup: BackupManifest
-    data_dir: Path
-    data_aside: Path | None
-    """Where the replaced data dir was moved, or ``None`` when there was none."""
-    seconds: float
-
-    @property
-    def id(self) -> str:
-        return self.backup.id
-
-
-class _Meter:
-    def __init__(self, progress: Progress | None, phase: str, total: int | None) -> None:
-        self._progress = progress
-        self._phase = phase
-        self._total = total
-        self._done = 0
-
-    def at(self, done: int) -> None:
-        self._done = done
-        if self._progress is not None:
-            self._progress(self._phase, done, self._total)
-
-    def add(self, amount: int) -> None:
-        self.at(self._done + amount)
 
 
 def backups_in(directory: Path) -> list[BackupManifest]:
@@ -176,9 +145,9 @@ class Backups:
         fingerprint = await self._database.fingerprint()
         previous = next((m.database.size for m in self.list() if m.valid), None)
         dump = work / DUMP_NAME
-        await self._database.dump(dump, _Meter(progress, "database dump", previous).at)
+        await self._database.dump(dump, Meter(progress, "database dump", previous).at)
         size = dump.stat().st_size
-        sha256 = await asyncio.to_thread(sha256_of, dump, _Meter(progress, "checksum", size).add)
+        sha256 = await asyncio.to_thread(sha256_of, dump, Meter(progress, "checksum", size).add)
         await self._database.validate(dump)
         record = DatabaseDump(DUMP_NAME, size, sha256, self._database.dump_format)
         return record, self._clock.monotonic() - started, fingerprint
@@ -192,10 +161,16 @@ class Backups:
             datadir.archive,
             data_dir,
             work / ARCHIVE_NAME,
-            _Meter(progress, "data dir archive", total).add,
+            Meter(progress, "data dir archive", total).add,
         )
         record = DataDirArchive(
-            str(data_dir), ARCHIVE_NAME, summary.size, summary.sha256, summary.file_count
+            str(data_dir),
+            ARCHIVE_NAME,
+            summary.size,
+            summary.sha256,
+            summary.file_count,
+            vanished_while_archived=summary.vanished,
+            changed_while_archived=summary.changed,
         )
         return record, self._clock.monotonic() - started
 
@@ -231,9 +206,21 @@ class Backups:
         manifest = self.get(backup_id)
         if not manifest.valid:
             raise BackupError(f"backup {backup_id} is marked invalid")
-        meter = _Meter(progress, "verify", manifest.size)
+        meter = Meter(progress, "verify", manifest.size)
         await asyncio.to_thread(check_files, self.path(backup_id), manifest, meter.add)
         return manifest
+
+    def version_of(self, backup_id: str) -> str | None:
+        """The version deployed when the backup was taken."""
+        return self.get(backup_id).version
+
+    def data_aside_path(self, label: str) -> Path:
+        """Where a restore given this label (a transaction's, such as ``tx42``) moves the
+        current data dir: ``<data dir>.replaced-<label>`` beside it. Creates nothing."""
+        if not label or "/" in label or label in (".", ".."):
+            raise BackupError(f"{label!r} cannot name the replaced data dir")
+        data_dir = self._data_dir()
+        return data_dir.with_name(f"{data_dir.name}.replaced-{label}")
 
     async def prepare_restore(
         self, backup_id: str, progress: Progress | None = None
@@ -241,27 +228,38 @@ class Backups:
         """Every check a restore can make before it changes anything: the backup is valid, its
         files match their checksums, and the data dir can be swapped beside the current one."""
         manifest = await self.verify(backup_id, progress)
-        datadir.check_restorable(self._data_dir(), manifest.data_dir.size)
+        datadir.check_restorable(self._data_dir(), manifest.data_dir.size, backup_id)
         return manifest
 
     async def restore(
-        self, backup_id: str, progress: Progress | None = None, *, verify: bool = True
+        self,
+        backup_id: str,
+        progress: Progress | None = None,
+        *,
+        verify: bool = True,
+        data_aside: Path | None = None,
     ) -> RestoreResult:
         """Restore the database and the data dir (the app services must be stopped); the
-        checksums are verified first unless the caller has just done so."""
+        checksums are verified first unless the caller has just done so.
+
+        The current data dir is moved to ``data_aside`` (see ``data_aside_path``), or to a new
+        ``.replaced-<stamp>`` sibling when it is ``None``. Given the same ``data_aside`` again
+        after an interruption, the restore finishes what the first attempt began: when the
+        data dir is already aside, the copy is extracted again and moved into place; when the
+        swap was done, the data dir is the restored copy and stays. The database is restored
+        again in every case (the restore replaces it whole)."""
         try:
-            return await self._restore(backup_id, progress, verify)
+            return await self._restore(backup_id, progress, verify, data_aside)
         except OSError as error:
             raise BackupError(f"restore of {backup_id} failed: {error}") from None
 
     async def _restore(
-        self, backup_id: str, progress: Progress | None, verify: bool
+        self, backup_id: str, progress: Progress | None, verify: bool, data_aside: Path | None
     ) -> RestoreResult:
         started = self._clock.monotonic()
         manifest = await self.verify(backup_id, progress) if verify else self.get(backup_id)
         if not manifest.valid:
             raise BackupError(f"backup {backup_id} is marked invalid")
-        directory = self.path(backup_id)
         data_dir = self._data_dir()
         if str(data_dir) != manifest.data_dir.source:
             log.warning(
@@ -270,32 +268,17 @@ class Backups:
                 manifest.data_dir.source,
                 data_dir,
             )
-        datadir.check_restorable(data_dir, manifest.data_dir.size)
-        staging = await asyncio.to_thread(
-            datadir.extract_beside,
-            directory / manifest.data_dir.file,
-            data_dir,
-            backup_id,
-            _Meter(progress, "data dir extract", manifest.data_dir.size).add,
+        aside = await restore_backup(
+            manifest,
+            self.path(backup_id),
+            data_dir=data_dir,
+            database=self._database,
+            data_aside=data_aside,
+            default_aside=lambda: datadir.free_sibling(
+                data_dir, f".replaced-{format_id(self._clock.now())}"
+            ),
+            progress=progress,
         )
-        try:
-            await self._database.restore(
-                directory / manifest.database.file,
-                _Meter(progress, "database restore", manifest.database.size).at,
-            )
-        except BackupError as error:
-            remove_tree(staging)
-            raise BackupError(f"{error}\nThe data dir was not touched.") from None
-        except BaseException:
-            remove_tree(staging)
-            raise
-        try:
-            aside = datadir.swap_into_place(staging, data_dir, format_id(self._clock.now()))
-        except BackupError as error:
-            raise BackupError(
-                f"the database was restored, but the data dir was not: {error}; the restored "
-                f"files are in {staging}"
-            ) from None
         return RestoreResult(manifest, data_dir, aside, self._clock.monotonic() - started)
 
     # Last in the class: a method named ``list`` hides the builtin from the annotations below it.

@@ -6,16 +6,20 @@ PDFs, office files), and a single-threaded gzip would run at a fraction of disk 
 the backup — which an upgrade waits for — several times slower to save little space.
 
 Restoring never deletes anything: the archive is extracted into a sibling directory, the current
-data dir is renamed aside to ``<name>.replaced-<stamp>``, and the restored one renamed into place.
-Siblings share the file system, so both renames are atomic.
+data dir is renamed aside to ``<name>.replaced-<label>`` (a name the caller may choose and
+journal beforehand), and the restored one renamed into place. Siblings share the file system, so
+both renames are atomic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import stat
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +32,7 @@ from specivod.adapters.backup.files import (
     fsync_directory,
     remove_tree,
 )
+from specivod.adapters.backup.tarwalk import StatSeen, add_tree
 from specivod.domain.errors import BackupError
 
 log = logging.getLogger(__name__)
@@ -39,19 +44,23 @@ class ArchiveSummary:
     sha256: str
     file_count: int
     """Regular files in the archive, each hard link counted as a file."""
+    vanished: int = 0
+    """Files and directories that vanished before they could be read, skipped."""
+    changed: int = 0
+    """Files that changed size or content while they were read."""
 
 
-def archive(source: Path, target: Path, written: BytesDone | None = None) -> ArchiveSummary:
-    """Write the tree under ``source`` into the new file ``target`` (0600), fsynced."""
+def archive(
+    source: Path,
+    target: Path,
+    written: BytesDone | None = None,
+    *,
+    stat_seen: StatSeen | None = None,
+) -> ArchiveSummary:
+    """Write the tree under ``source`` into the new file ``target`` (0600), fsynced. Files that
+    vanish or change meanwhile do not fail it (see ``tarwalk``); they are counted and logged."""
     if not source.is_dir():
         raise BackupError(f"the data dir {source} does not exist or is not a directory")
-    file_count = 0
-
-    def count(member: tarfile.TarInfo) -> tarfile.TarInfo:
-        nonlocal file_count
-        file_count += member.isreg() or member.islnk()
-        return member
-
     with create_private_file(target) as stream:
         writer = HashingWriter(stream, written)
         try:
@@ -59,12 +68,20 @@ def archive(source: Path, target: Path, written: BytesDone | None = None) -> Arc
             with tarfile.open(  # type: ignore[call-overload]
                 fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK
             ) as tar:
-                tar.add(source, arcname=".", filter=count)
+                counts = add_tree(tar, source, stat_seen)
         except (OSError, tarfile.TarError) as error:
             raise BackupError(f"cannot archive the data dir {source}: {error}") from None
         stream.flush()
         os.fsync(stream.fileno())
-    return ArchiveSummary(size=writer.size, sha256=writer.sha256, file_count=file_count)
+    if counts.vanished or counts.changed:
+        log.warning(
+            "archiving the data dir %s: %d files or directories vanished and were skipped, "
+            "%d changed while they were read",
+            source,
+            counts.vanished,
+            counts.changed,
+        )
+    return ArchiveSummary(writer.size, writer.sha256, counts.files, counts.vanished, counts.changed)
 
 
 def _own_archive_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
@@ -95,7 +112,8 @@ def extract(source: Path, destination: Path, read: BytesDone | None = None) -> N
             raise BackupError(f"cannot extract {source}: {error}") from None
 
 
-def _free_sibling(path: Path, suffix: str) -> Path:
+def free_sibling(path: Path, suffix: str) -> Path:
+    """``<path><suffix>``, or with ``-1``, ``-2``... appended when that name is taken."""
     candidate = path.with_name(path.name + suffix)
     attempt = 1
     while candidate.exists() or candidate.is_symlink():
@@ -104,8 +122,31 @@ def _free_sibling(path: Path, suffix: str) -> Path:
     return candidate
 
 
-def check_restorable(data_dir: Path, archive_size: int) -> None:
-    """Fail before anything changes when the data dir cannot be swapped or does not fit."""
+def _disk_free(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+def _bytes_in(root: Path) -> int:
+    """Bytes of the regular files under ``root``, each inode once (hard links share space)."""
+    inodes: dict[tuple[int, int], int] = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                status = os.lstat(os.path.join(directory, name))  # noqa: PTH118
+                if stat.S_ISREG(status.st_mode):
+                    inodes[(status.st_dev, status.st_ino)] = status.st_size
+    return sum(inodes.values())
+
+
+def check_restorable(
+    data_dir: Path,
+    archive_size: int,
+    backup_id: str,
+    disk_free: Callable[[Path], int] = _disk_free,
+) -> None:
+    """Fail before anything changes when the data dir cannot be swapped or does not fit. The
+    staging copy an interrupted restore of the same backup left counts as free: it is removed
+    before the archive is extracted again."""
     if data_dir.is_dir() and data_dir.is_mount():
         raise BackupError(
             f"the data dir {data_dir} is a mount point: it cannot be moved aside; restore "
@@ -114,11 +155,14 @@ def check_restorable(data_dir: Path, archive_size: int) -> None:
     parent = data_dir.parent
     if not parent.is_dir():
         raise BackupError(f"cannot restore the data dir: {parent} does not exist")
-    free = shutil.disk_usage(parent).free
-    if free < archive_size:
+    free = disk_free(parent)
+    staging = staging_path(data_dir, backup_id)
+    reclaimable = _bytes_in(staging) if staging.is_dir() else 0
+    if free + reclaimable < archive_size:
+        leftover = f" (and {reclaimable} in {staging}, removed first)" if reclaimable else ""
         raise BackupError(
             f"not enough free space in {parent} to restore the data dir beside the current one: "
-            f"{free} bytes free, {archive_size} needed"
+            f"{free} bytes free{leftover}, {archive_size} needed"
         )
 
 
@@ -138,20 +182,20 @@ def extract_beside(source: Path, data_dir: Path, backup_id: str, read: BytesDone
     return staging
 
 
-def swap_into_place(staging: Path, data_dir: Path, stamp: str) -> Path | None:
-    """Move the current data dir aside and the restored one into its place; where the old one
-    went, or ``None`` when there was none."""
-    aside = None
+def swap_into_place(staging: Path, data_dir: Path, aside: Path) -> Path | None:
+    """Move the current data dir to ``aside`` (a free name) and the restored one into its
+    place; ``aside``, or ``None`` when there was no data dir to move."""
+    moved = None
     if data_dir.exists() or data_dir.is_symlink():
-        aside = _free_sibling(data_dir, f".replaced-{stamp}")
         data_dir.rename(aside)
+        moved = aside
     try:
         staging.rename(data_dir)
     except OSError as error:
-        if aside is not None:
-            aside.rename(data_dir)
+        if moved is not None:
+            moved.rename(data_dir)
         raise BackupError(f"cannot move the restored data dir into {data_dir}: {error}") from None
     fsync_directory(data_dir.parent)
-    if aside is not None:
-        log.info("the replaced data dir was moved to %s", aside)
-    return aside
+    if moved is not None:
+        log.info("the replaced data dir was moved to %s", moved)
+    return moved

@@ -33,6 +33,10 @@ class DataDirArchive:
     sha256: str
     file_count: int
     format: str = "tar"
+    vanished_while_archived: int = 0
+    """Files and directories that vanished before they were read, skipped (as GNU tar does)."""
+    changed_while_archived: int = 0
+    """Files that changed while they were read: archived with the size they were first seen at."""
 
 
 @dataclass(frozen=True)
