@@ -132,6 +132,7 @@ class FakeBackup:
     schema: int
     data: str
     rows: str
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,11 @@ class FakeBackups:
         if self.create_fails:
             raise BackupError("pg_dump exited with 1")
         backup = FakeBackup(
-            f"b{len(self.backups) + 1}", self.world.schema, self.world.data, self.world.rows
+            f"b{len(self.backups) + 1}",
+            self.world.schema,
+            self.world.data,
+            self.world.rows,
+            version,
         )
         self.backups[backup.id] = backup
         return backup
@@ -167,7 +172,17 @@ class FakeBackups:
             raise BackupError(f"no backup {backup_id}")
         return self.backups[backup_id]
 
-    async def restore(self, backup_id: str, *, verify: bool = True) -> FakeRestore:
+    def data_aside_path(self, label: str) -> Path:
+        return Path(f"/srv/data.replaced-{label}")
+
+    def version_of(self, backup_id: str) -> str | None:
+        if backup_id not in self.backups:
+            raise BackupError(f"no backup {backup_id}")
+        return self.backups[backup_id].version
+
+    async def restore(
+        self, backup_id: str, *, verify: bool = True, data_aside: Path | None = None
+    ) -> FakeRestore:
         self.world.calls.append(f"restore {backup_id}")
         if self.restore_fails:
             raise BackupError("pg_restore failed")
@@ -178,7 +193,7 @@ class FakeBackups:
             backup.rows,
         )
         self.restored.append(backup_id)
-        return FakeRestore(Path(f"/srv/data.replaced-{backup_id}"))
+        return FakeRestore(data_aside or Path(f"/srv/data.replaced-{backup_id}"))
 
     async def fingerprint(self) -> str:
         return f"schema-{self.world.schema}"
