@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from specivod import redaction
+from specivod.domain.alerts import MatcherError, parse_matcher_lines
 from specivod.domain.durations import format_duration, parse_duration
 from specivod.domain.errors import PolicyError
 from specivod.domain.references import ImageReference, parse_reference
@@ -53,6 +54,13 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     AfterValidator(_longer_than_zero),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+NonNegativeDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
 ]
 
@@ -153,6 +161,16 @@ class PolicySettings(Section):
     range: str = Field("*", description="npm-style range, e.g. '~0.1', '^0.1.10', '>=0.1 <0.3'.")
     prerelease: bool = Field(False, description="Allow pre-release versions.")
     step: Step = Field(Step.MINOR, description="Largest move per upgrade: patch|minor|major|any.")
+    min_age: NonNegativeDuration = Field(
+        timedelta(0),
+        description="A release becomes a target only after it has been known this long "
+        "(image creation time when plausible, else first seen by specivod); e.g. '72h'.",
+    )
+    expected_duration: Duration = Field(
+        timedelta(minutes=30),
+        description="How long an unattended upgrade is assumed to take before the journal "
+        "holds any; it starts only if the longest recent one fits before the window closes.",
+    )
 
     @field_validator("range")
     @classmethod
@@ -298,9 +316,6 @@ class HttpSettings(Section):
         return self.token_file.value if self.token_file is not None else None
 
 
-_MATCHER = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*$')
-
-
 class AlertmanagerSettings(Section):
     matchers: list[str] = Field(
         default_factory=list, description='Label matchers, e.g. alertname="SpecivoDown".'
@@ -310,9 +325,10 @@ class AlertmanagerSettings(Section):
     @field_validator("matchers")
     @classmethod
     def _matcher_syntax(cls, matchers: list[str]) -> list[str]:
-        bad = [matcher for matcher in matchers if not _MATCHER.match(matcher)]
-        if bad:
-            raise ValueError(f'bad matcher(s) {bad}; write label="value" (=, !=, =~, !~)')
+        try:
+            parse_matcher_lines(matchers)
+        except MatcherError as error:
+            raise ValueError(str(error)) from None
         return matchers
 
 
