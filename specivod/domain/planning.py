@@ -28,9 +28,13 @@ def make_plan(
     deployed: str | None,
     policy: VersionPolicy,
     avoid: Mapping[str, str] | None = None,
+    held: Mapping[str, str] | None = None,
 ) -> Plan:
     """The next version to install. ``avoid`` maps tags never to pick as the target to the reason
-    (an upgrade to them was rolled back); they stay among the candidates the policy allows."""
+    (rolled back before, skipped by an operator); the planner may pass over them to a higher one.
+    ``held`` maps tags not yet eligible (``policy.min_age``) to the reason: an allowed held
+    release blocks itself and every release above it, so the policy never jumps over it. Both
+    stay among the candidates the policy allows."""
     versions = parse_tags(tags)
     latest = versions[-1] if versions else None
     avoided = [version for version in versions if avoid and version.tag in avoid]
@@ -55,9 +59,14 @@ def make_plan(
             pin_problem=f"the deployment pins {deployed!r}, not a semver release",
         )
     candidates = policy.candidates(versions, current)
+    blocking = [v for v in candidates if held and v.tag in held and v not in avoided]
+    if blocking:
+        eligible = [version for version in eligible if version < blocking[0]]
     target = policy.target(eligible, current)
     if target is not None:
         reason = f"{target} is the highest allowed version within one {policy.step} step"
+    elif blocking:
+        reason = f"{blocking[0].tag} is held: {held[blocking[0].tag] if held else ''}"
     elif policy.candidates(eligible, current):
         reason = f"newer allowed versions exist, but none within one {policy.step} step"
     elif candidates:
@@ -67,4 +76,6 @@ def make_plan(
     skipped = policy.candidates(avoided, current)
     if skipped and avoid:
         reason += "; skipped: " + ", ".join(f"{v.tag} ({avoid[v.tag]})" for v in skipped)
+    if blocking and target is not None:
+        reason += f"; held: {blocking[0].tag} ({held[blocking[0].tag] if held else ''})"
     return Plan(deployed, candidates, target, latest, reason)

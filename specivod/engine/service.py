@@ -19,6 +19,7 @@ from specivod.domain.states import RestoreMode, State
 from specivod.domain.versions import VersionPolicy, parse_version, require_version, within_step
 from specivod.domain.windows import Window, is_open, next_opening
 from specivod.engine.context import Context
+from specivod.engine.controls import Controls
 from specivod.engine.journal import Kind, Transaction
 from specivod.engine.lock import host_lock
 from specivod.engine.transaction import drive, resume
@@ -184,11 +185,15 @@ class Engine:
 
     def _refuse_after_failed_rollback(self, force: bool) -> None:
         latest = self.context.journal.latest()
-        if latest is not None and latest.state is State.ROLLBACK_FAILED and not force:
-            raise NeedsAPerson(
-                f"transaction {latest.id} ended in ROLLBACK_FAILED ({latest.reason}); repair the "
-                "deployment (specivod restore ID is the runbook), then upgrade with --force"
-            )
+        if latest is None or latest.state is not State.ROLLBACK_FAILED or force:
+            return
+        if latest.id in Controls(self._state_dir).state(self.context.clock.now()).resolved:
+            return
+        raise NeedsAPerson(
+            f"transaction {latest.id} ended in ROLLBACK_FAILED ({latest.reason}); repair the "
+            "deployment (specivod restore ID is the runbook), then run specivod resolve "
+            "(or upgrade with --force)"
+        )
 
     def _require_open_window(self) -> None:
         now = self.context.clock.now()
@@ -208,9 +213,9 @@ class Engine:
         tags = await self._registry.list_tags()
         if to is None:
             assert deployed is not None  # unversioned pins were refused above
-            plan = make_plan(
-                tags, deployed, self._policy, self.context.journal.rolled_back_versions()
-            )
+            skipped = Controls(self._state_dir).state(self.context.clock.now()).skipped
+            avoid = {**skipped, **self.context.journal.rolled_back_versions()}
+            plan = make_plan(tags, deployed, self._policy, avoid)
             if plan.target is None:
                 raise NothingToDo(plan.reason)
             return plan.target.tag

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from specivod.adapters.clock import Clock
@@ -22,6 +23,18 @@ log = logging.getLogger(__name__)
 
 class NotHealthyYet(Exception):
     """One check failed; the gate tries again until the budget is spent."""
+
+
+class Vetoed(Exception):
+    """Something outside the gate (a matching Alertmanager alert) failed the verification."""
+
+
+Veto = Callable[[str], str | None]
+"""Given the version being verified, the reason to fail it now, or ``None``."""
+
+
+def _no_veto(_version: str) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class HealthGate:
         self._clock = clock
         self._images: dict[str, str] | None = None
         self._last_seen: dict[str, ServiceState] = {}
+        self.veto: Veto = _no_veto
 
     async def verify(self, version: str) -> Verdict:
         settings = self._settings
@@ -106,7 +120,11 @@ class HealthGate:
             ):
                 with attempt:
                     attempts += 1
+                    if (vetoed := self.veto(version)) is not None:
+                        raise Vetoed(vetoed)
                     detail = await self._check_once(version)
+        except Vetoed as veto:
+            return Verdict(False, attempts, f"verification vetoed: {veto}")
         except NotHealthyYet as failure:
             budget = settings.budget.total_seconds()
             return Verdict(
