@@ -9,12 +9,13 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from specivod import __version__
 from specivod.commands import exit_codes
 from specivod.commands.output import error
 from specivod.config_loader import load_settings
-from specivod.domain.errors import ConfigError, SpecivodError
+from specivod.domain.errors import ConfigError, LockedError, SpecivodError
 from specivod.domain.states import RestoreMode
 from specivod.settings import DEFAULT_CONFIG, Settings
 
@@ -82,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("backup_id", metavar="ID", help="a backup id from `specivod backups`")
     restore.set_defaults(handler=_restore)
 
+    run = commands.add_parser("run", help="the daemon: unattended upgrades, metrics, webhook")
+    run.set_defaults(handler=_run_daemon)
+
+    _add_control_commands(commands)
+
     config = commands.add_parser("config", help="validate or print the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     config_commands.add_parser("check", help="validate the configuration").set_defaults(
@@ -91,6 +97,22 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_config_show)
     return parser
+
+
+def _add_control_commands(commands: Any) -> None:
+    pause = commands.add_parser("pause", help="pause unattended upgrades")
+    pause.add_argument("--until", metavar="TIME", help="ISO 8601 time or a duration like 6h")
+    pause.set_defaults(handler=_pause)
+    commands.add_parser("resume", help="resume unattended upgrades").set_defaults(handler=_resume)
+    skip = commands.add_parser("skip", help="never pick VERSION as the policy's target")
+    skip.add_argument("version", metavar="VERSION")
+    skip.set_defaults(handler=_skip, undo=False)
+    unskip = commands.add_parser("unskip", help="undo skip VERSION")
+    unskip.add_argument("version", metavar="VERSION")
+    unskip.set_defaults(handler=_skip, undo=True)
+    commands.add_parser(
+        "resolve", help="acknowledge a ROLLBACK_FAILED after repairing the deployment"
+    ).set_defaults(handler=_resolve)
 
 
 async def _check(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -150,6 +172,36 @@ async def _restore(settings: Settings, arguments: argparse.Namespace) -> int:
     return await restore(settings, arguments.backup_id)
 
 
+async def _run_daemon(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.run import run
+
+    return await run(settings, arguments.config)
+
+
+def _pause(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.controls import pause
+
+    return pause(settings, arguments.until)
+
+
+def _resume(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.controls import resume
+
+    return resume(settings)
+
+
+def _skip(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.controls import skip
+
+    return skip(settings, arguments.version, undo=arguments.undo)
+
+
+def _resolve(settings: Settings, arguments: argparse.Namespace) -> int:
+    from specivod.commands.controls import resolve
+
+    return resolve(settings)
+
+
 def _config_check(settings: Settings, arguments: argparse.Namespace) -> int:
     from specivod.commands.config import config_check
 
@@ -187,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_codes.CONFIG
     try:
         return _run(arguments.handler, settings, arguments)
+    except LockedError as problem:
+        error(f"busy: {problem}")
+        return exit_codes.FAILED
     except SpecivodError as problem:
         error(str(problem))
         return exit_codes.FAILED

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from specivod.adapters import compose
 from specivod.commands import exit_codes
 from specivod.commands.journal_views import transaction_json, transaction_sentence
 from specivod.commands.output import emit_json, say
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import State
-from specivod.engine.journal import Journal
+from specivod.engine.controls import Controls, ControlState
+from specivod.engine.journal import Journal, Transaction
 from specivod.settings import Settings
 
 
@@ -19,25 +23,42 @@ def _pinned(settings: Settings) -> str | None:
         return None
 
 
+def needs_a_person(latest: Transaction | None, controls: ControlState) -> bool:
+    """The last transaction ended in ROLLBACK_FAILED and nobody ran ``specivod resolve``."""
+    return (
+        latest is not None
+        and latest.state is State.ROLLBACK_FAILED
+        and latest.id not in controls.resolved
+    )
+
+
+def status_object(settings: Settings, journal: Journal, now: datetime) -> dict[str, Any]:
+    """The ``status --json`` object (the daemon's ``/api/v1/status`` adds its own fields)."""
+    latest = journal.latest()
+    steps = journal.steps(latest.id) if latest else []
+    controls = Controls(settings.state.dir).state(now)
+    return {
+        "deployed": _pinned(settings),
+        "state": latest.state.value if latest else None,
+        "in_progress": latest is not None and not latest.state.is_terminal,
+        "needs_attention": needs_a_person(latest, controls),
+        "step": steps[-1].detail if steps else None,
+        "transaction": transaction_json(latest, steps) if latest else None,
+        "controls": controls.as_json(),
+        "windows_configured": len(settings.window),
+    }
+
+
 def status(settings: Settings, as_json: bool) -> int:
-    """Exit 4 when the last transaction ended in ROLLBACK_FAILED, else 0."""
+    """Exit 4 when the last transaction ended in ROLLBACK_FAILED (not resolved), else 0."""
     with Journal(settings.state.dir) as journal:
         latest = journal.latest()
         steps = journal.steps(latest.id) if latest else []
-    needs_a_person = latest is not None and latest.state is State.ROLLBACK_FAILED
-    pinned = _pinned(settings)
+        report = status_object(settings, journal, datetime.now(UTC))
     if as_json:
-        emit_json(
-            {
-                "deployed": pinned,
-                "state": latest.state.value if latest else None,
-                "in_progress": latest is not None and not latest.state.is_terminal,
-                "needs_attention": needs_a_person,
-                "step": steps[-1].detail if steps else None,
-                "transaction": transaction_json(latest, steps) if latest else None,
-            }
-        )
+        emit_json(report)
     else:
+        pinned = report["deployed"]
         say(f"deployed: {pinned or 'unknown'} (pinned in {settings.deployment.env_path})")
         if latest is None:
             say("no upgrade has run yet")
@@ -45,7 +66,23 @@ def status(settings: Settings, as_json: bool) -> int:
             say(f"last:     {transaction_sentence(latest)}")
             if steps:
                 say(f"step:     {steps[-1].state.name}: {steps[-1].detail}")
-    return exit_codes.NEEDS_A_PERSON if needs_a_person else exit_codes.OK
+        say(f"controls: {_controls_sentence(report['controls'])}")
+        if not settings.window:
+            say("window:   none configured: the daemon never upgrades unattended")
+    return exit_codes.NEEDS_A_PERSON if report["needs_attention"] else exit_codes.OK
+
+
+def _controls_sentence(controls: dict[str, Any]) -> str:
+    parts = []
+    if controls["paused"]:
+        until = controls["paused_until"]
+        parts.append(f"unattended upgrades paused{' until ' + until if until else ''}")
+    if controls["skipped"]:
+        parts.append("skipped: " + ", ".join(sorted(controls["skipped"])))
+    if controls["resolved_transactions"]:
+        resolved = ", ".join(f"#{number}" for number in controls["resolved_transactions"])
+        parts.append(f"resolved: {resolved}")
+    return "; ".join(parts) or "none"
 
 
 def history(settings: Settings, as_json: bool, limit: int) -> int:
