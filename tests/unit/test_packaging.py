@@ -30,5 +30,24 @@ def test_unit_keeps_the_contract() -> None:
         "RestartPreventExitStatus=78",
         "WatchdogSec=",
         "NoNewPrivileges=yes",
+        "TimeoutStopSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
     ):
         assert line in text
+
+
+def _values(key: str) -> list[str]:
+    return [
+        value
+        for line in UNIT.read_text().splitlines()
+        if line.startswith(f"{key}=")
+        for value in line.removeprefix(f"{key}=").split()
+    ]
+
+
+def test_docker_restart_does_not_stop_specivod() -> None:
+    assert "docker.service" in _values("Wants")
+    assert "docker.service" in _values("After")
+    assert _values("Requires") == []
+    assert _values("BindsTo") == []
+    assert _values("PartOf") == []
