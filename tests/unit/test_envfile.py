@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from specivod.adapters.envfile import effective_variable, read_variable, rewrite_variable
+from specivod.adapters.envfile import (
+    effective_variable,
+    read_variable,
+    rewrite_variable,
+    write_atomically,
+)
 from specivod.domain.errors import DeploymentError
 
 ORIGINAL = (
@@ -105,3 +111,68 @@ def test_rewrite_through_a_symlink_updates_the_target_and_keeps_the_link(
 
     assert link.is_symlink()
     assert env.read_bytes() == ORIGINAL.replace(b'"0.1.10"', b'"0.2.0"')
+
+
+def test_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text('# pin\nSPECIVO_VERSION="0.1.10\n"\n')
+    with pytest.raises(DeploymentError, match=rf"^{path}:2: cannot read SPECIVO_VERSION"):
+        rewrite_variable(path, "SPECIVO_VERSION", "0.2.0")
+
+    path.write_text("# pin\n\nSPECIVO_VERSION=${RELEASE}\n")
+    with pytest.raises(
+        DeploymentError, match=rf"^{path}:3: SPECIVO_VERSION uses .* needs a literal version$"
+    ):
+        read_variable(path, "SPECIVO_VERSION")
+
+
+def test_a_single_quoted_dollar_is_literal_as_in_compose(tmp_path: Path) -> None:
+    path = tmp_path / ".env"
+    path.write_text("SPECIVO_VERSION='0.1.10$x'\n")
+    assert read_variable(path, "SPECIVO_VERSION") == "0.1.10$x"
+
+
+@pytest.mark.parametrize("version", ["0.2.0-rc.1", "1.0.0-RC.1", "v1.0.0+Build.7"])
+def test_rewrite_accepts_any_letters_a_release_tag_has(env: Path, version: str) -> None:
+    rewrite_variable(env, "SPECIVO_VERSION", version)
+    assert read_variable(env, "SPECIVO_VERSION") == version
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("", "SPECIVO_VERSION=0.2.0\n"),
+        ("A=1\n", "A=1\nSPECIVO_VERSION=0.2.0\n"),
+        ("A=1\r\n", "A=1\r\nSPECIVO_VERSION=0.2.0\n"),
+        ("A=1\r", "A=1\rSPECIVO_VERSION=0.2.0\n"),
+        ("A=1", "A=1\nSPECIVO_VERSION=0.2.0\n"),
+    ],
+)
+def test_an_appended_assignment_starts_on_a_line_of_its_own(
+    tmp_path: Path, before: str, after: str
+) -> None:
+    path = tmp_path / ".env"
+    path.write_bytes(before.encode())
+
+    rewrite_variable(path, "SPECIVO_VERSION", "0.2.0")
+
+    assert path.read_bytes() == after.encode()
+
+
+def test_the_temporary_file_is_made_beside_the_env_file(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "elsewhere-that-does-not-exist"))
+
+    rewrite_variable(env, "SPECIVO_VERSION", "0.2.0")
+
+    assert read_variable(env, "SPECIVO_VERSION") == "0.2.0"
+    assert sorted(p.name for p in env.parent.iterdir()) == [".env"]
+
+
+def test_a_failed_write_leaves_the_file_and_no_temporary(env: Path) -> None:
+    with pytest.raises(TypeError, match="bytes-like"):
+        write_atomically(env, "not bytes")  # type: ignore[arg-type]
+
+    assert env.read_bytes() == ORIGINAL
+    assert sorted(p.name for p in env.parent.iterdir()) == [".env"]

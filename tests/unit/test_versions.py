@@ -172,3 +172,17 @@ def test_plan_when_every_newer_version_was_rolled_back() -> None:
     assert plan.reason == (
         "every newer allowed version was rolled back before; skipped: 0.1.11 (rolled back in #2)"
     )
+
+
+def test_a_loosely_written_range_is_refused_not_guessed() -> None:
+    with pytest.raises(PolicyError, match=r"invalid version range '~1\.2\.3beta'"):
+        VersionPolicy("~1.2.3beta")
+
+
+def test_a_version_is_not_less_than_itself_or_an_equal_build() -> None:
+    plain, built = require_version("1.0.0"), require_version("v1.0.0+build.7")
+
+    assert not plain < require_version("1.0.0")
+    assert not plain < built and not built < plain
+    assert plain <= built and plain >= built
+    assert require_version("1.0.0-rc.1") < plain

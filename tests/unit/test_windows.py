@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,3 +76,33 @@ def test_next_opening_is_a_moment_the_window_is_open(now: datetime) -> None:
     assert opening is not None and opening > now
     assert is_open([WEEKEND_NIGHTS], opening)
     assert opening - now <= timedelta(days=7, hours=2)
+
+
+def test_the_window_is_closed_at_its_closing_instant_and_open_until_is_none_then() -> None:
+    closing = berlin(2026, 11, 28, 5, 0)
+
+    assert open_until([WEEKEND_NIGHTS], closing - timedelta(microseconds=1)) == closing
+    assert open_until([WEEKEND_NIGHTS], closing) is None
+    assert open_until([WEEKEND_NIGHTS], berlin(2026, 11, 27, 3, 0)) is None
+    assert WEEKEND_NIGHTS.closes_at(closing) is None
+
+
+def test_next_opening_is_strictly_after_now() -> None:
+    opening = berlin(2026, 11, 28, 2, 0)  # Saturday
+
+    assert next_opening([WEEKEND_NIGHTS], opening - timedelta(seconds=1)) == opening
+    assert next_opening([WEEKEND_NIGHTS], opening) == berlin(2026, 11, 29, 2, 0)
+
+
+def test_a_window_without_days_never_opens() -> None:
+    never = Window(frozenset(), time(2, 0), time(5, 0), BERLIN)
+    now = berlin(2026, 11, 28, 3, 0)
+
+    assert not is_open([never], now)
+    assert next_opening([never], now) is None
+    assert open_until([never], now) is None
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="window checks need a timezone-aware datetime"):
+        is_open([WEEKEND_NIGHTS], datetime(2026, 11, 28, 3, 0))
