@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from specivod.domain.durations import format_duration
 from specivod.domain.windows import Window, is_open, next_opening, open_until
@@ -36,7 +36,9 @@ class WindowVerdict:
 
 
 def window_verdict(windows: Sequence[Window], now: datetime, expected: timedelta) -> WindowVerdict:
-    """Whether an upgrade expected to take ``expected`` may start at ``now``."""
+    """Whether an upgrade expected to take ``expected`` may start at ``now``. Arithmetic is in
+    UTC: adding to a wall-clock ``now`` would count a DST change's hour wrong."""
+    now = now.astimezone(UTC)
     upcoming = next_opening(windows, now)
     if not windows:
         return WindowVerdict(
