@@ -199,8 +199,14 @@ class ComposeDeployment:
         await self._checked("up", "--detach", "--no-deps", *services, version=version)
 
     async def start(self, services: Sequence[str]) -> None:
-        if services:
-            await self._checked("start", *services)
+        """``compose start`` of those of ``services`` that have a container: compose refuses
+        the whole command when one has none (never started, or removed by the operator)."""
+        if not services:
+            return
+        listed = (await self._checked("ps", "--all", "--services", *services)).stdout.split()
+        existing = [service for service in services if service in listed]
+        if existing:
+            await self._checked("start", *existing)
 
     async def stop(self, services: Sequence[str]) -> None:
         if services:

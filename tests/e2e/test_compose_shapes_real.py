@@ -142,3 +142,21 @@ def test_the_cli_rolls_back_a_release_whose_worker_never_gets_healthy(
     assert shaped.deployment.running_version() == BASELINE
     worker = shaped.container("worker")
     assert str(worker["Config"]["Image"]).endswith(f":{BASELINE}")  # type: ignore[index]
+
+
+async def test_start_restarts_stopped_services_and_skips_one_without_a_container(
+    shaped: ShapedDeployment,
+) -> None:
+    adapter = _adapter(shaped)
+    shaped.deployment.compose("rm", "--stop", "--force", "sidecar")
+    app_services = await adapter.app_services()
+    assert sorted(app_services) == ["api", "cache", "sidecar", "worker"]
+    await adapter.stop(app_services)
+    cache_before = _run(shaped, "cache")
+
+    await adapter.start(app_services)
+
+    for service in ("api", "worker", "cache"):
+        assert _run(shaped, service)[3] == "running", service
+    assert _run(shaped, "cache")[0] == cache_before[0], "started again, not recreated"
+    assert shaped.container("sidecar") == {}, "a service without a container stays without"

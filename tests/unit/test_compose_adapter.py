@@ -60,7 +60,10 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_COMPOSE_LOG"], "a") as log:
     log.write(json.dumps({"args": args, "version": os.environ.get("SPECIVO_VERSION"),
                           "orphans": os.environ.get("COMPOSE_REMOVE_ORPHANS")}) + "\\n")
-if "config" in args:
+if "ps" in args:
+    containers = json.loads(os.environ.get("FAKE_COMPOSE_CONTAINERS", "[]"))
+    print("\\n".join(s for s in args[args.index("ps") + 1 :] if s in containers))
+elif "config" in args:
     version = os.environ.get("SPECIVO_VERSION") or "release"
     images = json.loads(os.environ["FAKE_COMPOSE_IMAGES"])
     services = {name: ({"image": image.replace("{v}", version)} if image else {})
@@ -160,14 +163,18 @@ async def test_a_version_that_changes_no_image_is_an_error_naming_the_variable(
     assert [args[0] for args in compose.commands()] == ["config", "config"], "nothing pulled"
 
 
-async def test_start_starts_exactly_the_services_named(tmp_path: Path) -> None:
+async def test_start_starts_the_services_named_that_have_a_container(tmp_path: Path) -> None:
     compose = FakeCompose(tmp_path, SHAPED)
+    compose.environ["FAKE_COMPOSE_CONTAINERS"] = json.dumps(["db", "cache", "api"])
     adapter = compose.deployment(tmp_path)
 
     await adapter.start(["cache", "sidecar"])
     await adapter.start([])
 
-    assert compose.commands() == [["start", "cache", "sidecar"]]
+    assert compose.commands() == [
+        ["ps", "--all", "--services", "cache", "sidecar"],
+        ["start", "cache"],
+    ]
 
 
 async def test_app_services_are_all_but_the_database_named_at_construction(
