@@ -8,11 +8,17 @@ Side by side, in one run, each on a fresh deployment at 0.1.10:
   faster than recreating the container).
 And the rollback: from the moment the never-healthy 0.2.1 is started to 0.1.10 answering again.
 
-Writes bench/results/upgrade_downtime.json. Run: ``.venv/bin/python -m bench.upgrade_downtime``.
+Every outage counts: the probe records each interval in which the api did not answer (from the
+first failed probe to the next answered one), and a round reports their total and their number,
+so an upgrade that takes the api down twice is not measured by its first outage alone.
+
+Writes bench/results/upgrade_downtime.json. Run: ``.venv/bin/python -m bench.upgrade_downtime``;
+``--dry`` checks the probe against a local server taken down twice, without Docker.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import statistics
@@ -48,6 +54,31 @@ ROLLBACK_MEASURES = ("rollback_from_broken_start", "rollback_from_up")
 RESULTS = Path(__file__).parent / "results" / "upgrade_downtime.json"
 
 
+@dataclass(frozen=True)
+class Outage:
+    """``start``: the first failed probe; ``end``: the next answered one (or the last probe, with
+    ``ended`` false, when the api was still down when probing stopped)."""
+
+    start: float
+    end: float
+    ended: bool = True
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One round of one method: every outage, in order."""
+
+    outages: list[Outage]
+
+    @property
+    def downtime(self) -> float:
+        return sum(outage.seconds for outage in self.outages)
+
+
 @dataclass
 class Probe:
     """Polls the api's /healthz every 50 ms from a thread, recording (time, ok)."""
@@ -77,17 +108,23 @@ class Probe:
         self._stop.set()
         self._thread.join()
 
-    def downtime(self) -> float:
-        """Seconds from the first failed probe to the next successful one after it."""
-        failed = [t for t, ok in self.samples if not ok]
-        if not failed:
-            return 0.0
-        first = failed[0]
-        back = [t for t, ok in self.samples if ok and t > first]
-        return (back[0] if back else self.samples[-1][0]) - first
+    def outages(self, after: float = 0.0) -> list[Outage]:
+        """Every interval without an answer, among the probes started at or after ``after``."""
+        found: list[Outage] = []
+        down_since: float | None = None
+        samples = [(t, ok) for t, ok in self.samples if t >= after]
+        for moment, ok in samples:
+            if not ok and down_since is None:
+                down_since = moment
+            elif ok and down_since is not None:
+                found.append(Outage(down_since, moment))
+                down_since = None
+        if down_since is not None:
+            found.append(Outage(down_since, samples[-1][0], ended=False))
+        return found
 
-    def back_at(self, after: float) -> float | None:
-        return next((t for t, ok in self.samples if ok and t > after), None)
+    def measured(self, after: float = 0.0) -> Measured:
+        return Measured(self.outages(after))
 
 
 def _specivod(config: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -110,17 +147,17 @@ def _wait_stable(deployment: SandboxDeployment, version: str) -> None:
     raise RuntimeError(f"{version} did not come up")
 
 
-def by_specivod(deployment: SandboxDeployment, root: Path) -> float:
+def by_specivod(deployment: SandboxDeployment, root: Path) -> Measured:
     config = write_config(root / "specivod.toml", specivod_config(deployment, root))
     with Probe(deployment.api_port) as probe:
         result = _specivod(config, "upgrade", "--now", "--to", TARGET)
         _wait_stable(deployment, TARGET)
     if result.returncode != 0:
         raise RuntimeError(result.stdout + result.stderr)
-    return probe.downtime()
+    return probe.measured()
 
 
-def by_hand(deployment: SandboxDeployment, root: Path) -> float:
+def by_hand(deployment: SandboxDeployment, root: Path) -> Measured:
     with Probe(deployment.api_port) as probe:
         with (root / "dump.pgc").open("wb") as dump:
             subprocess.run(
@@ -159,10 +196,10 @@ def by_hand(deployment: SandboxDeployment, root: Path) -> float:
             capture_output=True,
         )
         _wait_stable(deployment, TARGET)
-    return probe.downtime()
+    return probe.measured()
 
 
-def floor(deployment: SandboxDeployment, root: Path) -> float:
+def floor(deployment: SandboxDeployment, root: Path) -> Measured:
     with Probe(deployment.api_port) as probe:
         subprocess.run(
             ["docker", "compose", "up", "-d", "--force-recreate", "api"],
@@ -171,13 +208,16 @@ def floor(deployment: SandboxDeployment, root: Path) -> float:
             capture_output=True,
         )
         _wait_stable(deployment, BASELINE)
-    return probe.downtime()
+    return probe.measured()
 
 
-def rollback_time(deployment: SandboxDeployment, root: Path) -> tuple[float, float]:
-    """Seconds until the old version answers again, counted from the broken release's start (the
-    first failed probe: compose stopped the old container to start the new one) and, more
-    strictly, from the STARTING step in the journal (before ``docker compose up -d``)."""
+def rollback_time(
+    deployment: SandboxDeployment, root: Path
+) -> tuple[tuple[float, float], Measured]:
+    """Seconds until the old version answers again for good, counted from the broken release's
+    start (the first failed probe: compose stopped the old container to start the new one) and,
+    more strictly, from the STARTING step in the journal (before ``docker compose up -d``); and
+    every outage from that step on."""
     settings = specivod_config(deployment, root)
     config = write_config(root / "specivod.toml", settings)
     with Probe(deployment.api_port) as probe:
@@ -190,11 +230,11 @@ def rollback_time(deployment: SandboxDeployment, root: Path) -> tuple[float, flo
         raise RuntimeError(f"expected a rollback, got {transaction['state']}")
     steps = {step["state"]: step["at"] for step in transaction["steps"]}
     started = datetime.fromisoformat(steps["starting"]).timestamp()
-    failed = [t for t, ok in probe.samples if not ok and t >= started]
-    back = probe.back_at(failed[0]) if failed else None
-    if back is None:
+    measured = probe.measured(after=started)
+    if not measured.outages or not measured.outages[-1].ended:
         raise RuntimeError("the old version never answered again")
-    return back - failed[0], back - started
+    back = measured.outages[-1].end
+    return (back - measured.outages[0].start, back - started), measured
 
 
 @contextmanager
@@ -213,18 +253,25 @@ def main() -> int:
     registry = start_registry(root / "registry")
     methods = {"specivod": by_specivod, "by_hand": by_hand, "floor": floor}
     runs: dict[str, list[float]] = {name: [] for name in [*methods, *ROLLBACK_MEASURES]}
+    outages: dict[str, list[list[float]]] = {name: [] for name in [*methods, "rollback"]}
     try:
         images: ImageNames = build_and_push(engine.client, registry.address)
         for round_number in range(ROUNDS):
             for name, method in methods.items():
                 with _fresh(root / f"{name}-{round_number}", images) as (deployment, workdir):
-                    runs[name].append(method(deployment, workdir))
-                print(f"round {round_number + 1}: {name} {runs[name][-1]:.2f}s", flush=True)
+                    measured = method(deployment, workdir)
+                runs[name].append(measured.downtime)
+                outages[name].append([outage.seconds for outage in measured.outages])
+                print(f"round {round_number + 1}: {name} {_said(measured)}", flush=True)
             with _fresh(root / f"rollback-{round_number}", images) as (deployment, workdir):
-                measured = rollback_time(deployment, workdir)
-            for name, seconds in zip(ROLLBACK_MEASURES, measured, strict=True):
-                runs[name].append(seconds)
-            print(f"round {round_number + 1}: rollback {measured[0]:.2f}s", flush=True)
+                seconds, measured = rollback_time(deployment, workdir)
+            for name, value in zip(ROLLBACK_MEASURES, seconds, strict=True):
+                runs[name].append(value)
+            outages["rollback"].append([outage.seconds for outage in measured.outages])
+            print(
+                f"round {round_number + 1}: rollback {seconds[0]:.2f}s, {_said(measured)}",
+                flush=True,
+            )
     finally:
         registry.stop()
         engine.stop()
@@ -235,6 +282,10 @@ def main() -> int:
         "probe_interval_seconds": PROBE_INTERVAL,
         "runs_seconds": runs,
         "median_seconds": medians,
+        "outages_seconds": outages,
+        "outages_per_round": {
+            name: [len(found) for found in rounds] for name, rounds in outages.items()
+        },
         "specivod_over_floor": medians["specivod"] / medians["floor"] if medians["floor"] else None,
         "by_hand_over_floor": medians["by_hand"] / medians["floor"] if medians["floor"] else None,
         "rollback_budget_seconds": budget,
@@ -249,5 +300,42 @@ def main() -> int:
     return 0
 
 
+def _said(measured: Measured) -> str:
+    count = len(measured.outages)
+    return f"{measured.downtime:.2f}s down in {count} outage{'s' if count != 1 else ''}"
+
+
+def dry_run() -> int:
+    """The probe against a local server that stops answering twice: two outages, both counted."""
+
+    class Switch(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if serving.is_set() else 503)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    serving = threading.Event()
+    serving.set()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Switch)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with Probe(server.server_address[1]) as probe:
+            for pause in (0.3, 0.3, 0.5, 0.3):
+                time.sleep(pause)
+                if serving.is_set():
+                    serving.clear()
+                else:
+                    serving.set()
+            time.sleep(0.3)
+    finally:
+        server.shutdown()
+    measured = probe.measured()
+    print(f"dry run: {_said(measured)}")
+    ok = len(measured.outages) == 2 and all(outage.ended for outage in measured.outages)
+    return 0 if ok and 0.5 <= measured.downtime <= 0.9 else 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(dry_run() if sys.argv[1:] == ["--dry"] else main())
