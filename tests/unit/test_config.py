@@ -137,3 +137,34 @@ def test_the_shipped_example_config_is_valid() -> None:
     settings = load_settings(example)
     assert settings.registry.reference.api_host == "registry-1.docker.io"
     assert settings.windows()
+
+
+def test_an_empty_secret_file_names_the_key(config: Path) -> None:
+    (config.parent / "webhook.token").write_text("\n")
+
+    with pytest.raises(
+        ConfigError, match=r"http\.token_file: secret file .*webhook\.token is empty"
+    ):
+        load_settings(config)
+
+
+def test_a_secret_file_can_come_from_the_environment(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = config.parent / "other.token"
+    other.write_text("hunter2-other\n")
+    monkeypatch.setenv("SPECIVOD_HTTP__TOKEN_FILE", str(other))
+
+    settings = load_settings(config)
+
+    assert settings.http.token is not None
+    assert settings.http.token.get_secret_value() == "hunter2-other"
+    assert settings.http.token_file is not None and settings.http.token_file.path == other
+
+
+def test_secrets_are_not_in_the_settings_repr_or_a_plain_dump(config: Path) -> None:
+    settings = load_settings(config)
+
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.model_dump())
+    assert "hunter2" not in settings.model_dump_json()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from specivod.adapters.process import CommandTimeout, run
+from specivod.adapters.process import CommandTimeout, Completed, run
 
 
 def _alive(pid: int) -> bool:
@@ -40,3 +40,18 @@ async def test_output_and_exit_code_are_returned() -> None:
 
     assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
     assert result.describe(["tool"]) == "`tool` exited with 3: err"
+
+
+def test_a_failed_command_is_described_with_its_secrets_masked() -> None:
+    result = Completed(
+        command=("pg_dump", "--password", "pw-1", "postgresql://u:pw-2@h/db", "PGPASSWORD=pw-3"),
+        returncode=1,
+        stdout="",
+        stderr="connection to postgresql://u:pw-2@h/db failed\n",
+    )
+
+    described = result.describe()
+
+    assert not any(secret in described for secret in ("pw-1", "pw-2", "pw-3"))
+    assert described.startswith("`pg_dump --password '********' 'postgresql://u:********@h/db'")
+    assert described.endswith("exited with 1: connection to postgresql://u:********@h/db failed")
