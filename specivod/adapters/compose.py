@@ -14,12 +14,15 @@ environment of this process over ``.env``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +38,8 @@ from specivod.settings import DeploymentSettings
 
 log = logging.getLogger(__name__)
 _PROBE_SUFFIX = "-specivod-probe"
+_FRESH = 600.0
+"""Seconds the versioned services found for unchanged project files are trusted."""
 _warned_overrides: set[tuple[Path, str]] = set()
 
 
@@ -73,6 +78,15 @@ def detect_compose_command() -> list[str]:
     raise DeploymentError("neither `docker compose` (v2) nor `docker-compose` (v1) was found")
 
 
+@dataclass
+class _Rendered:
+    signature: tuple[object, ...]
+    at: float
+    services: list[str]
+    images: dict[str, dict[str, str]]
+    """Per version, each versioned service's image."""
+
+
 class ComposeDeployment:
     """A compose project on this host."""
 
@@ -89,6 +103,7 @@ class ComposeDeployment:
         self._timeout = settings.command_timeout.total_seconds()
         self._environ = dict(os.environ if environ is None else environ)
         self._docker: docker.DockerClient | None = None
+        self._rendered: _Rendered | None = None
 
     @property
     def env_path(self) -> Path:
@@ -167,14 +182,36 @@ class ComposeDeployment:
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise DeploymentError(f"cannot read `compose config --format json`: {error}") from None
 
-    async def versioned_images(self, version: str) -> dict[str, str]:
-        """The versioned services and the image each runs with ``version``: those whose rendered
-        image differs when the version variable holds another value."""
-        images = await self._images(version)
-        probe = await self._images(version + _PROBE_SUFFIX)
+    def _files_signature(self) -> tuple[object, ...]:
+        """Identifies the files compose likely reads (the compose files named, every YAML file
+        of the project directory, ``.env``): a change invalidates the versioned services."""
+        project = self.settings.project_dir
+        paths = [project / name for name in self.settings.compose_files] + [self.env_path]
+        with contextlib.suppress(OSError):
+            paths += sorted(path for path in project.iterdir() if path.suffix in (".yml", ".yaml"))
+        signature: list[object] = []
+        for path in paths:
+            try:
+                status = path.stat()
+            except OSError:
+                signature.append((str(path), None))
+            else:
+                signature.append((str(path), status.st_ino, status.st_mtime_ns, status.st_size))
+        return tuple(signature)
+
+    async def _versioned(self, version: str) -> _Rendered:
+        """The versioned services, found once for the project files as they are (rendering
+        takes two ``compose config`` runs; a rollback's ``up`` should not wait for them)."""
+        signature = self._files_signature()
+        cached = self._rendered
+        if cached and cached.signature == signature and time.monotonic() - cached.at < _FRESH:
+            return cached
+        images, probe = await asyncio.gather(
+            self._images(version), self._images(version + _PROBE_SUFFIX)
+        )
         versioned = {
             service: image
-            for service, image in images.items()
+            for service, image in sorted(images.items())
             if image is not None and probe.get(service) != image
         }
         if not versioned:
@@ -182,10 +219,26 @@ class ComposeDeployment:
                 f"no service's image changes with {self.settings.version_variable}: the compose "
                 f"files must use ${{{self.settings.version_variable}}} in an image"
             )
-        return dict(sorted(versioned.items()))
+        self._rendered = _Rendered(
+            signature, time.monotonic(), list(versioned), {version: versioned}
+        )
+        return self._rendered
+
+    async def versioned_images(self, version: str) -> dict[str, str]:
+        """Each versioned service and the image it runs with ``version``."""
+        rendered = await self._versioned(version)
+        if version not in rendered.images:
+            images = await self._images(version)
+            rendered.images[version] = {
+                service: image
+                for service in rendered.services
+                if (image := images.get(service)) is not None
+            }
+        return dict(rendered.images[version])
 
     async def versioned_services(self, version: str) -> list[str]:
-        return list(await self.versioned_images(version))
+        """The services whose rendered image changes with the version variable."""
+        return list((await self._versioned(version)).services)
 
     async def pull(self, version: str) -> None:
         """Pull the versioned services' images as they will be with ``version`` pinned."""

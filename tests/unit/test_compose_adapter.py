@@ -131,7 +131,36 @@ async def test_versioned_services_are_those_whose_image_the_version_renders(
     versioned = await compose.deployment(tmp_path).versioned_services("0.2.0")
 
     assert versioned == ["api", "worker"]
-    assert [call["version"] for call in compose.calls()] == ["0.2.0", "0.2.0-specivod-probe"]
+    rendered_with = sorted(str(call["version"]) for call in compose.calls())
+    assert rendered_with == ["0.2.0", "0.2.0-specivod-probe"]
+
+
+async def test_versioned_services_are_found_once_while_the_project_files_are_unchanged(
+    tmp_path: Path,
+) -> None:
+    compose = FakeCompose(tmp_path, SHAPED)
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text("services: {}\n")
+    adapter = compose.deployment(tmp_path)
+
+    def renders() -> int:
+        return sum(args[0] == "config" for args in compose.commands())
+
+    await adapter.pull("0.2.0")
+    await adapter.up("0.2.0")
+    await adapter.up("0.1.10")
+    assert renders() == 2, "a rollback's up does not wait for compose config"
+
+    images = await adapter.versioned_images("0.1.10")
+    assert images == {
+        "api": "127.0.0.1:5000/specivo/specivo:0.1.10",
+        "worker": "127.0.0.1:5000/specivo/specivo:0.1.10",
+    }
+    assert renders() == 3
+
+    compose_file.write_text("services: {edited: {}}\n")
+    await adapter.versioned_services("0.2.0")
+    assert renders() == 5, "an edited compose file is read again"
 
 
 async def test_pull_and_up_touch_only_the_versioned_services_and_never_remove_orphans(
