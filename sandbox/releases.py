@@ -11,6 +11,9 @@ class Behaviour(StrEnum):
     NEVER_HEALTHY = "never-healthy"
     MIGRATE_THEN_FAIL = "migrate-then-fail"
     SLOW = "slow"
+    MIGRATE_LATE = "migrate-late"
+    """Never healthy; its migration commits only as the container is stopped (a slow migration
+    that outlived the health budget)."""
     WORKER_NEVER_HEALTHY = "worker-never-healthy"
     """The api gets healthy; the same image run as a worker (``SPECIVO_ROLE=worker``) never."""
 
@@ -41,6 +44,7 @@ RELEASES = (
     Release("0.2.3", Behaviour.MIGRATE_THEN_FAIL, 3),
     Release("0.2.4", Behaviour.HEALTHY, 1, blob_missing=True),
     Release("0.3.0-rc.1", Behaviour.HEALTHY, 2),
+    Release("0.2.3-late.1", Behaviour.MIGRATE_LATE, 2),
 )
 BY_VERSION = {release.version: release for release in RELEASES}
 BASELINE = "0.1.10"

@@ -18,6 +18,7 @@ from tests.conftest import Specivod
 pytestmark = pytest.mark.stack
 
 PATCH_UPGRADE = "0.1.11"
+MIGRATES_LATE = "0.2.3-late.1"
 
 
 def _history(specivod: Specivod) -> list[dict[str, object]]:
@@ -56,6 +57,31 @@ def test_an_automatic_restore_saves_the_state_it_replaces_first(
     steps = [step["state"] for step in status["transaction"]["steps"]]
     assert steps[-5:] == ["stopping", "safety_backup", "restoring", "restarting", "rolled_back"]
     assert Path(str(last["data_aside"])).is_dir()
+
+
+def test_a_migration_that_commits_as_the_app_stops_is_still_restored(
+    deployment: SandboxDeployment, specivod: Specivod
+) -> None:
+    """The release's migration outlives the health budget and commits only while its container
+    is stopped: the schema is read after the stop, so old code never runs on the new schema."""
+    rows_before, files_before = deployment.table_checksum(), deployment.data_hashes()
+    assert deployment.schema_version() == 1
+
+    result = specivod("upgrade", "--now", "--force", "--to", MIGRATES_LATE)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = _history(specivod)[0]
+    assert (last["state"], last["restored"], last["schema_changed"]) == (
+        "rolled_back",
+        True,
+        True,
+    ), last
+    assert deployment.running_version() == BASELINE
+    assert deployment.schema_version() == 1
+    assert deployment.table_checksum() == rows_before
+    assert deployment.data_hashes() == files_before
+    safety = _backups(specivod)[str(last["safety_backup_id"])]
+    assert safety["valid"]
 
 
 def test_rollback_after_a_killed_upgrade_undoes_that_upgrade_only(
