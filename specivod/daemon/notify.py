@@ -1,7 +1,9 @@
 """systemd notification (``Type=notify``) through the ``sdnotify`` package.
 
 Rule: outside systemd (no ``NOTIFY_SOCKET``) every call is a no-op, and a notification never
-raises: a daemon must not die because its supervisor's socket went away.
+raises: a daemon must not die because its supervisor's socket went away. Nor does it block: the
+socket is non-blocking, so a supervisor that does not read (a full queue) loses a message rather
+than stopping the event loop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ class Notifier:
     def __init__(self) -> None:
         self._env = {key: os.environ.get(key) for key in ("WATCHDOG_USEC", "WATCHDOG_PID")}
         self._systemd = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        if self._systemd is not None and self._systemd.socket is not None:
+            self._systemd.socket.setblocking(False)
 
     @property
     def enabled(self) -> bool:
