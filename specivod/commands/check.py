@@ -4,17 +4,21 @@ maintenance window."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from specivod.adapters import compose
 from specivod.adapters.clock import Clock
 from specivod.adapters.protocols import Registry
+from specivod.adapters.registry.client import RegistryClient
 from specivod.commands.output import emit_json, say
+from specivod.daemon.planner import held_releases
+from specivod.daemon.poller import record_sightings
 from specivod.domain.errors import JournalError
 from specivod.domain.planning import Plan, make_plan
 from specivod.domain.windows import is_open, next_opening
+from specivod.engine.controls import Controls
 from specivod.engine.journal import JOURNAL_NAME, Journal
 from specivod.settings import Settings
 
@@ -26,6 +30,9 @@ class CheckReport:
     plan: Plan
     window_open: bool
     next_window: datetime | None
+    held: dict[str, str] = field(default_factory=dict)
+    """Releases ``policy.min_age`` holds back, each with why."""
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         plan = self.plan
@@ -38,6 +45,8 @@ class CheckReport:
             "next_window": self.next_window.isoformat() if self.next_window else None,
             "reason": plan.reason,
             "problem": plan.pin_problem,
+            "held": dict(self.held),
+            "skipped": dict(self.skipped),
         }
 
     def as_text(self) -> str:
@@ -52,6 +61,8 @@ class CheckReport:
                 f"allowed:     {candidates}",
                 f"next target: {plan.target.tag if plan.target else 'none'} ({plan.reason})",
                 f"window:      {window}; next opening {upcoming}",
+                *(f"held:        {tag}: {why}" for tag, why in self.held.items()),
+                *(f"skipped:     {tag}: {why}" for tag, why in self.skipped.items()),
             ]
         )
 
@@ -72,13 +83,37 @@ def _rolled_back(settings: Settings) -> dict[str, str]:
         return {}
 
 
+def _skipped(settings: Settings, now: datetime) -> dict[str, str]:
+    try:
+        if not (settings.state.dir / JOURNAL_NAME).exists():
+            return {}
+        return Controls(settings.state.dir).state(now).skipped
+    except (OSError, JournalError) as problem:
+        log.warning("skipped versions are not considered: %s", problem)
+        return {}
+
+
+async def _held(
+    settings: Settings, registry: Registry, tags: list[str], deployed: str | None, now: datetime
+) -> dict[str, str]:
+    """What ``policy.min_age`` holds; ``check`` records its sightings like the daemon does."""
+    if not settings.policy.min_age:
+        return {}
+    if isinstance(registry, RegistryClient):
+        await record_sightings(registry, settings, tags, deployed, lambda: now)
+    return held_releases(settings, tags, deployed, now)
+
+
 async def inspect(settings: Settings, registry: Registry, clock: Clock) -> CheckReport:
     deployed = deployed_version(settings)
     tags = await registry.list_tags()
-    plan = make_plan(tags, deployed, settings.policy.version_policy(), _rolled_back(settings))
     now = clock.now()
+    skipped = _skipped(settings, now)
+    held = await _held(settings, registry, tags, deployed, now)
+    avoid = {**skipped, **_rolled_back(settings)}
+    plan = make_plan(tags, deployed, settings.policy.version_policy(), avoid, held)
     windows = settings.windows()
-    return CheckReport(plan, is_open(windows, now), next_opening(windows, now))
+    return CheckReport(plan, is_open(windows, now), next_opening(windows, now), held, skipped)
 
 
 async def check(settings: Settings, registry: Registry, clock: Clock, as_json: bool) -> int:

@@ -56,6 +56,28 @@ class PollState:
         }
 
 
+async def record_sightings(
+    client: RegistryClient,
+    settings: Settings,
+    tags: list[str],
+    deployed: str | None,
+    now: Callable[[], datetime],
+) -> None:
+    """Digest and creation time of the releases that could become targets (the allowed ones
+    newer than ``deployed``); the creation time is read again only for a new digest."""
+    current = parse_version(deployed) if deployed else None
+    policy = settings.policy.version_policy()
+    sightings = Sightings(settings.state.dir)
+    known = sightings.all()
+    for version in policy.candidates(parse_tags(tags), current):
+        digest = await client.manifest_digest(version.tag)
+        seen = known.get(version.tag)
+        created = seen.created if seen is not None and seen.digest == digest else None
+        if created is None:
+            created = await image_created(client, version.tag)
+        sightings.observe(version.tag, digest, created, now())
+
+
 class Poller:
     def __init__(
         self, settings: Settings, now: Callable[[], datetime], deployed: Callable[[], str | None]
@@ -87,18 +109,7 @@ class Poller:
         log.info("registry poll: %d tags", len(tags))
 
     async def _sight(self, client: RegistryClient, tags: list[str]) -> None:
-        """Digest and creation time of the releases that could become targets."""
-        deployed = self._deployed()
-        current = parse_version(deployed) if deployed else None
-        policy = self.settings.policy.version_policy()
-        sightings = Sightings(self.settings.state.dir)
-        for version in policy.candidates(parse_tags(tags), current):
-            digest = await client.manifest_digest(version.tag)
-            known = sightings.all().get(version.tag)
-            created = known.created if known and known.digest == digest else None
-            if known is None or known.digest != digest or created is None:
-                created = await image_created(client, version.tag)
-            sightings.observe(version.tag, digest, created, self._now())
+        await record_sightings(client, self.settings, tags, self._deployed(), self._now)
 
     async def run(self, stop: asyncio.Future[object]) -> None:
         while not stop.done():

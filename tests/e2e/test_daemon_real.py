@@ -30,7 +30,7 @@ from sandbox.config import specivod_config, write_config
 from sandbox.deployment import SandboxDeployment
 from sandbox.releases import BASELINE
 from tests.conftest import Stack
-from tests.support.oci_push import RegistryConnection
+from tests.support.oci_push import RegistryConnection, push_image
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.stack
@@ -268,3 +268,58 @@ def test_the_daemon_upgrades_to_a_release_pushed_after_it_started(
                 process.kill()
                 process.wait()
         sys.stderr.write((tmp_path / "daemon.log").read_text()[-5000:])
+
+
+def check_json(tmp_path: Path, image: str, min_age: str) -> dict[str, Any]:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    (project / ".env").write_text(f"SPECIVO_VERSION={BASELINE}\n")
+    config: dict[str, object] = {
+        "registry": {"image": image, "timeout": "10s"},
+        "policy": {"range": ">=0.1.0 <0.2.0", "min_age": min_age},
+        "deployment": {"project_dir": str(project)},
+        "state": {"dir": str(tmp_path / "state")},
+        "backup": {"dir": str(tmp_path / "backups")},
+    }
+    path = write_config(tmp_path / "check.toml", config)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPECIVO")}
+    result = subprocess.run(
+        [*CLI, "--config", str(path), "check", "--json"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def test_min_age_counts_from_the_image_creation_time_read_from_the_registry(
+    stack: Stack, tmp_path: Path
+) -> None:
+    image = f"{stack.registry.address}/{stack.images.app_path}"  # built by docker minutes ago
+
+    held = check_json(tmp_path, image, "72h")
+    assert "image created" in held["held"]["0.1.11"], held
+    assert held["target"] is None
+
+    old_enough = check_json(tmp_path, image, "1s")
+    assert old_enough["held"] == {}
+    assert old_enough["target"] == "0.1.11"
+
+
+def test_min_age_without_a_creation_time_counts_from_the_first_sighting(
+    stack: Stack, tmp_path: Path
+) -> None:
+    repository = "specivo-min-age/specivo"
+    push_image(stack.registry.url, repository, "0.1.11")  # its config has no "created"
+    image = f"{stack.registry.address}/{repository}"
+
+    first = check_json(tmp_path, image, "2s")
+    assert "first seen" in first["held"]["0.1.11"], first
+    time.sleep(2.5)
+
+    assert check_json(tmp_path, image, "2s")["target"] == "0.1.11"
