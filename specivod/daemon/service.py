@@ -39,7 +39,7 @@ from specivod.engine.context import StopFlag
 from specivod.engine.controls import Controls, ControlState
 from specivod.engine.handled_alerts import HandledAlerts
 from specivod.engine.journal import Journal, Kind, Transaction
-from specivod.engine.service import Engine
+from specivod.engine.service import Engine, NothingToDo
 from specivod.metrics import CachedRenderer, MetricsSnapshot, make_registry
 from specivod.settings import Settings
 from specivod.web.app import WebhookSettings, make_app, serve
@@ -304,6 +304,8 @@ class Daemon:
             self._alert_request = request
             try:
                 await engine.rollback(trigger="alertmanager")
+            except NothingToDo as nothing:
+                log.warning("alertmanager rollback: nothing to do: %s", nothing)
             finally:
                 self._alert_request = None
 

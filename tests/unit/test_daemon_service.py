@@ -4,6 +4,8 @@ journaled."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -200,3 +202,35 @@ def test_a_failed_rollback_needs_a_person_until_resolved(tmp_path: Path, state: 
 
     assert made.decide(NOW).may_start
     assert not made.view().needs_a_person
+
+
+async def test_an_alert_after_the_upgrade_rolls_it_back_with_the_alert_names(
+    tmp_path: Path,
+) -> None:
+    made, _ = daemon(tmp_path)
+    kit = make_kit(made.settings.state.dir, World())
+    kit.engine.context.report = made.report
+
+    @asynccontextmanager
+    async def engine() -> AsyncIterator[Any]:
+        yield kit.engine
+
+    made._engine = engine  # type: ignore[method-assign]
+    upgraded = (await kit.engine.upgrade(to="0.2.0")).transaction
+    last = made.last_upgrade()
+    assert last is not None and last.transaction_id == str(upgraded.id)
+    key = AlertKey("abc", NOW)
+
+    await made.alert_rollback(RollbackRequest(last, ("SpecivoDown",), (key,), "group"))
+
+    rollback = made.journal.latest()
+    assert rollback is not None and rollback.kind is Kind.ROLLBACK
+    assert (rollback.trigger, rollback.state) == ("alertmanager", State.ROLLED_BACK)
+    assert rollback.reason == f"alertmanager rollback of upgrade #{upgraded.id}: SpecivoDown"
+    assert kit.world.running == "0.1.10"
+    assert HandledAlerts(made.settings.state.dir).load().keys == (key,)
+    made.refresh()
+    assert made.totals.rollbacks == {("alertmanager", "false"): 1}
+
+    await made.alert_rollback(RollbackRequest(last, ("SpecivoDown",), (key,), "group"))
+    assert made.journal.latest() == rollback  # 0.2.0 is no longer deployed: nothing to do
