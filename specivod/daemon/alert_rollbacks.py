@@ -10,12 +10,9 @@ alert keys are journaled with the rollback, and the alert names go into its ``re
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from specivod.domain.states import State
-from specivod.engine.handled_alerts import HandledAlerts
 from specivod.engine.journal import Journal, Kind, Transaction
 from specivod.web.webhook import LastUpgrade, RollbackRequest
 
@@ -54,9 +51,3 @@ def alert_reason(request: RollbackRequest) -> str:
     return f"alertmanager rollback of upgrade #{request.upgrade.transaction_id}: " + ", ".join(
         request.alert_names
     )
-
-
-def record_handled(
-    handled: HandledAlerts, request: RollbackRequest, now: Callable[[], datetime]
-) -> None:
-    handled.record(request.keys, request.upgrade.transaction_id, request.alert_names, now())

@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from specivod import __version__
 from specivod.adapters import compose
 from specivod.adapters.clock import Clock, SystemClock
-from specivod.commands.runtime import open_engine
-from specivod.commands.status import needs_a_person, status_object
+from specivod.commands.status import needs_a_person
 from specivod.config_loader import load_settings
 from specivod.daemon.alert_rollbacks import Vetoes, alert_reason, in_flight_upgrade
 from specivod.daemon.extra_metrics import DaemonCollector, DaemonView
+from specivod.daemon.guarded import GuardedEngine
 from specivod.daemon.notify import Notifier
 from specivod.daemon.planner import DaemonPlan, plan_unattended
 from specivod.daemon.poller import Poller
+from specivod.daemon.reports import daemon_view, metrics_snapshot, status_report
 from specivod.daemon.scheduling import Gate, expected_duration, window_verdict
 from specivod.daemon.tasks import stop_on_signals as resolve_on_signals
 from specivod.daemon.tasks import supervise
@@ -39,7 +38,7 @@ from specivod.engine.context import StopFlag
 from specivod.engine.controls import Controls, ControlState
 from specivod.engine.handled_alerts import HandledAlerts
 from specivod.engine.journal import Journal, Kind, Transaction
-from specivod.engine.service import Engine, NothingToDo
+from specivod.engine.service import NothingToDo
 from specivod.metrics import CachedRenderer, MetricsSnapshot, make_registry
 from specivod.settings import Settings
 from specivod.web.app import WebhookSettings, make_app, serve
@@ -87,9 +86,9 @@ class Daemon:
         self._attempted: dict[str, datetime] = {}
         self._reported: set[str] = set()
         self._alert_request: RollbackRequest | None = None
-        self._busy = asyncio.Lock()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.busy = asyncio.Lock()
+        self.idle = asyncio.Event()
+        self.idle.set()
         self._stop: asyncio.Future[Any] | None = None
 
     # Startup → tasks → shutdown.
@@ -174,7 +173,7 @@ class Daemon:
             await asyncio.sleep(EXTEND_EVERY)
 
     def _engine(self) -> Any:
-        return _GuardedEngine(self)
+        return GuardedEngine(self)
 
     async def _watchdog(self, stop: asyncio.Future[Any]) -> None:
         interval = self.notifier.watchdog_interval()
@@ -186,7 +185,7 @@ class Daemon:
     async def _serve_until_idle(self, stop: asyncio.Future[Any]) -> None:
         """The web server keeps answering until a transaction stopping with us has finished."""
         await asyncio.wait([stop])
-        await self._idle.wait()
+        await self.idle.wait()
 
     async def _schedule(self, stop: asyncio.Future[Any]) -> None:
         tick = min(self.settings.registry.poll_interval.total_seconds(), MAX_TICK)
@@ -330,80 +329,16 @@ class Daemon:
         self.step = text
         self.notifier.status(text)
 
-    # What the daemon says.
+    # What the daemon says (built in reports.py).
 
     def snapshot(self) -> MetricsSnapshot:
-        now = self.clock.now()
-        totals, plan, poll = self.totals, self.plan, self.poller.state
-        windows = self.settings.windows()
-        verdict = window_verdict(windows, now, timedelta(0))
-        latest = self.running or totals.latest
-        return MetricsSnapshot(
-            build_version=__version__,
-            deployed_version=self.deployed,
-            target_version=plan.target if plan else None,
-            upgrade_available=bool(plan and plan.target),
-            state=latest.state if latest else None,
-            upgrades=totals.upgrades,
-            rollbacks=totals.rollbacks,
-            upgrade_durations=totals.upgrade_durations,
-            last_upgrade_timestamp=totals.last_upgrade_timestamp,
-            registry_polls=dict(poll.counts),
-            registry_last_success_timestamp=(
-                poll.last_success.timestamp() if poll.last_success else None
-            ),
-            backup_duration_seconds=totals.backup_duration_seconds,
-            backup_size_bytes=totals.backup_size_bytes,
-            last_backup_timestamp=totals.last_backup_timestamp,
-            window_open=verdict.open,
-            next_window_timestamp=(
-                verdict.next_opening.timestamp() if verdict.next_opening else None
-            ),
-            windows_configured=len(windows),
-            paused=self.controls.paused,
-            webhooks=dict(self.webhook_counts),
-        )
+        return metrics_snapshot(self)
 
     def view(self) -> DaemonView:
-        gate, plan = self.gate, self.plan
-        return DaemonView(
-            needs_a_person=bool(gate and gate.needs_a_person),
-            skipped=tuple(self.controls.skipped),
-            held=tuple(plan.held) if plan else (),
-            pin_problem=bool(plan and plan.pin_problem),
-            unattended_blocked=gate is None or not gate.may_start,
-        )
+        return daemon_view(self)
 
     def status(self) -> dict[str, Any]:
-        now = self.clock.now()
-        report = status_object(self.settings, self.journal, now)
-        gate, plan, poll = self.gate, self.plan, self.poller.state
-        window = gate.window if gate else window_verdict(self.settings.windows(), now, timedelta(0))
-        report.update(
-            {
-                "next_poll": poll.next_poll.isoformat() if poll.next_poll else None,
-                "last_poll_result": poll.last_result,
-                "window_open": window.open,
-                "next_window": window.next_opening.isoformat() if window.next_opening else None,
-                "daemon": {
-                    "pid": os.getpid(),
-                    "version": __version__,
-                    "step": self.step,
-                    "poll": poll.as_json(),
-                    "window": window.reason,
-                    "window_closes": window.closes_at.isoformat() if window.closes_at else None,
-                    "unattended": bool(self.settings.window),
-                    "blocked_by": gate.blocked_by if gate else "starting",
-                    "target": plan.target if plan else None,
-                    "plan": plan.reason if plan else None,
-                    "held": dict(plan.held) if plan else {},
-                    "pin_problem": plan.pin_problem if plan else None,
-                    "last_outcome": self.last_outcome,
-                    "now": now.astimezone(UTC).isoformat(),
-                },
-            }
-        )
-        return report
+        return status_report(self)
 
     def reload(self) -> None:
         """SIGHUP: the new file, or the old settings with the new file's problems logged."""
@@ -424,39 +359,3 @@ class Daemon:
         log.warning("configuration reloaded from %s", self._config_path)
         if later:
             log.warning("changes to %s take effect after a restart", ", ".join(later))
-
-
-class _GuardedEngine:
-    """One engine for one operation, one at a time in this daemon, with the veto installed and
-    the totals re-read afterwards."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-        self._context: Any = None
-
-    async def __aenter__(self) -> Engine:
-        daemon = self._daemon
-        await daemon._busy.acquire()
-        daemon._idle.clear()
-        try:
-            self._context = open_engine(daemon.settings, daemon.report, daemon.stop_flag)
-            engine: Engine = await self._context.__aenter__()
-        except BaseException:
-            self._release()
-            raise
-        engine.context.gate.veto = daemon.vetoes
-        return engine
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self._context.__aexit__(*exc)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        daemon = self._daemon
-        daemon.running = None
-        daemon.vetoes.clear()
-        daemon.refresh()
-        daemon._idle.set()
-        daemon._busy.release()
