@@ -157,6 +157,7 @@ class Daemon:
         if unfinished is None:
             return
         self._set_step(f"recovering transaction {unfinished.id} ({unfinished.state.name})")
+        self.notifier.extend_timeout(3 * EXTEND_EVERY)
         extender = asyncio.create_task(self._extend_start_timeout())
         try:
             async with self._engine() as engine:
@@ -168,9 +169,11 @@ class Daemon:
             self.running = None
 
     async def _extend_start_timeout(self) -> None:
+        """Systemd's start timeout keeps moving while recovery runs (a VERIFYING transaction
+        gets a fresh health budget), and stops moving if the loop hangs."""
         while True:
-            self.notifier.extend_timeout(3 * EXTEND_EVERY)
             await asyncio.sleep(EXTEND_EVERY)
+            self.notifier.extend_timeout(3 * EXTEND_EVERY)
 
     def _engine(self) -> Any:
         return GuardedEngine(self)

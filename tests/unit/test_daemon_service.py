@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from specivod.daemon.notify import Notifier
 from specivod.daemon.service import Daemon
 from specivod.domain.alerts import AlertKey
 from specivod.domain.errors import ConfigError
@@ -234,3 +235,37 @@ async def test_an_alert_after_the_upgrade_rolls_it_back_with_the_alert_names(
 
     await made.alert_rollback(RollbackRequest(last, ("SpecivoDown",), (key,), "group"))
     assert made.journal.latest() == rollback  # 0.2.0 is no longer deployed: nothing to do
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def _send(self, message: str) -> None:
+        self.sent.append(message)
+
+
+async def test_recovery_at_start_extends_the_start_timeout_and_finishes_the_journal(
+    tmp_path: Path,
+) -> None:
+    notifier = RecordingNotifier()
+    made = Daemon(settings(tmp_path), tmp_path / "c.toml", clock=FakeClock(NOW), notifier=notifier)
+    kit = make_kit(made.settings.state.dir, World())
+    kit.engine.context.report = made.report
+
+    @asynccontextmanager
+    async def engine() -> AsyncIterator[Any]:
+        yield kit.engine
+
+    made._engine = engine  # type: ignore[method-assign]
+    left = made.journal.begin(
+        Kind.UPGRADE, trigger="schedule", from_version="0.1.10", to_version="0.2.0", now=NOW
+    )
+
+    await made._recover()
+
+    assert made.journal.get(left.id).state is State.ABORTED
+    assert notifier.sent[0].startswith("STATUS=recovering transaction")
+    assert notifier.sent[1] == "EXTEND_TIMEOUT_USEC=30000000"
+    assert made.running is None
