@@ -79,7 +79,9 @@ def _size(count: int) -> str:
 
 
 async def backup(settings: Settings, *, show_progress: bool) -> int:
-    deployment = ComposeDeployment(settings.deployment)
+    deployment = ComposeDeployment(
+        settings.deployment, database_service=settings.backup.database_service
+    )
     backups = Backups(settings.backup, deployment)
     try:
         with host_lock(settings.state.dir, "backup"), _progress(show_progress) as progress:

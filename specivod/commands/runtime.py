@@ -60,7 +60,6 @@ async def open_engine(
                 backups=backups,
                 gate=gate,
                 clock=clock,
-                database_service=settings.backup.database_service,
                 report=report,
                 stop=stop or StopFlag(),
             )
