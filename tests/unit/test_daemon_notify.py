@@ -25,9 +25,11 @@ def deaf_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[so
 
 def test_a_full_notify_socket_does_not_block(deaf_systemd: socket.socket) -> None:
     notifier = Notifier()
-    sender = threading.Thread(
-        target=lambda: [notifier.status(f"step {n}") for n in range(500)], daemon=True
-    )
+    def flood() -> None:
+        for n in range(500):
+            notifier.status(f"step {n}")
+
+    sender = threading.Thread(target=flood, daemon=True)
 
     sender.start()
     sender.join(timeout=5)
