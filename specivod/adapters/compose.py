@@ -245,6 +245,13 @@ class ComposeDeployment:
         services = await self.versioned_services(version)
         await self._checked("pull", "--quiet", *services, version=version)
 
+    async def ensure_images(self, version: str) -> None:
+        """Pull the versioned services' images for ``version`` only where the host lacks them
+        (``pull --policy missing``): a rollback checks its images before it stops anything,
+        without depending on the registry when they are still here."""
+        services = await self.versioned_services(version)
+        await self._checked("pull", "--quiet", "--policy", "missing", *services, version=version)
+
     async def up(self, version: str) -> None:
         """``up -d --no-deps`` of the versioned services with ``version``; nothing else is
         recreated or removed."""

@@ -76,6 +76,11 @@ class Deployment(Protocol):
         """Pull the versioned services' images for ``version``, without touching ``.env``."""
         ...
 
+    async def ensure_images(self, version: str) -> None:
+        """Make sure the versioned services' images for ``version`` are on the host, pulling
+        only those missing."""
+        ...
+
     async def up(self, version: str) -> None:
         """``docker compose up -d --no-deps`` of the versioned services with ``version``."""
         ...

@@ -85,6 +85,7 @@ async def backup(settings: Settings, *, show_progress: bool) -> int:
     backups = Backups(settings.backup, deployment)
     try:
         with host_lock(settings.state.dir, "backup"), _progress(show_progress) as progress:
+            _refuse_between_versions(settings)
             manifest = await backups.create(
                 version=deployment.pinned_version(),
                 reason="manual",
@@ -103,6 +104,19 @@ async def backup(settings: Settings, *, show_progress: bool) -> int:
         f"version {manifest.version or 'unknown'}"
     )
     return exit_codes.OK
+
+
+def _refuse_between_versions(settings: Settings) -> None:
+    """A transaction a killed specivod left open may have restored the data under a pin that
+    does not match it yet: a backup now would carry the wrong version."""
+    with Journal(settings.state.dir) as journal:
+        unfinished = journal.unfinished()
+    if unfinished is not None:
+        raise SpecivodError(
+            f"transaction {unfinished.id} ({unfinished.kind.value} {unfinished.from_version} → "
+            f"{unfinished.to_version}) was left unfinished in {unfinished.state.name}; the "
+            "deployment may be between versions. Run `specivod recover` first"
+        )
 
 
 def _needed_for_rollback(settings: Settings) -> list[str]:

@@ -68,7 +68,7 @@ def skip(settings: Settings, version: str, *, undo: bool, now: datetime | None =
 def resolve(settings: Settings, now: datetime | None = None) -> int:
     """Acknowledge the latest ROLLBACK_FAILED after a person repaired the deployment."""
     with Journal(settings.state.dir) as journal:
-        latest = journal.latest()
+        latest = journal.latest_effective()
     if latest is None or latest.state is not State.ROLLBACK_FAILED:
         error("nothing to resolve: the last transaction did not end in ROLLBACK_FAILED")
         return exit_codes.FAILED

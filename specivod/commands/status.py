@@ -41,7 +41,7 @@ def status_object(settings: Settings, journal: Journal, now: datetime) -> dict[s
         "deployed": _pinned(settings),
         "state": latest.state.value if latest else None,
         "in_progress": latest is not None and not latest.state.is_terminal,
-        "needs_attention": needs_a_person(latest, controls),
+        "needs_attention": needs_a_person(journal.latest_effective(), controls),
         "step": steps[-1].detail if steps else None,
         "transaction": transaction_json(latest, steps) if latest else None,
         "controls": controls.as_json(),

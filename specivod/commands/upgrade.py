@@ -74,7 +74,7 @@ async def rollback(settings: Settings, *, restore: RestoreMode) -> int:
             return _stopped_after(recovery, "rollback")
         except NothingToDo as nothing:
             say(f"nothing to roll back: {nothing}")
-            return _needs_a_person(engine.context.journal.latest()) or exit_codes.FAILED
+            return _needs_a_person(engine.context.journal.latest_effective()) or exit_codes.FAILED
     return _conclude(result, ROLLBACK_EXIT)
 
 
@@ -100,7 +100,7 @@ async def recover(settings: Settings) -> int:
     """Finish a transaction a killed specivod left behind (the daemon does this at start)."""
     async with open_engine(settings, print_progress) as engine:
         finished = await engine.recover()
-        latest = engine.context.journal.latest()
+        latest = engine.context.journal.latest_effective()
     if finished is None:
         say("nothing to recover: no transaction was left unfinished")
     else:

@@ -238,9 +238,10 @@ class Daemon:
             until = self.controls.paused_until
             paused = "paused by an operator" + (f" until {until.isoformat()}" if until else "")
         person = None
-        if needs_a_person(latest, self.controls) and latest is not None:
+        failed = self.journal.latest_effective()
+        if needs_a_person(failed, self.controls) and failed is not None:
             person = (
-                f"transaction {latest.id} ended in ROLLBACK_FAILED: a person is needed "
+                f"transaction {failed.id} ended in ROLLBACK_FAILED: a person is needed "
                 "(repair, then specivod resolve)"
             )
         self.gate = Gate(

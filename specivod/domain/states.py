@@ -8,7 +8,8 @@ Upgrade:
     the rollback itself fails            → ROLLBACK_FAILED
 Manual rollback and restore (the current version is running):
     PLANNED → ROLLING_BACK → STOPPING → [SAFETY_BACKUP → RESTORING] → RESTARTING → ROLLED_BACK
-    a check in ROLLING_BACK fails (backup unusable, safety backup failed) → ABORTED, app serving
+    a check in ROLLING_BACK fails (backup unusable, previous image missing) → ABORTED, app serving
+    the safety backup (taken with the app stopped) fails → the app started again, ABORTED
 
 Rule: a state names the step that is running; it is journaled before the step acts.
 """
@@ -55,7 +56,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPING: frozenset(
         {State.SAFETY_BACKUP, State.RESTORING, State.RESTARTING, State.ROLLBACK_FAILED}
     ),
-    State.SAFETY_BACKUP: frozenset({State.RESTORING, State.ROLLBACK_FAILED}),
+    State.SAFETY_BACKUP: frozenset({State.RESTORING, State.ABORTED, State.ROLLBACK_FAILED}),
     State.RESTORING: frozenset({State.RESTARTING, State.ROLLBACK_FAILED}),
     State.RESTARTING: frozenset({State.ROLLED_BACK, State.ROLLBACK_FAILED}),
     State.SUCCEEDED: frozenset(),

@@ -291,6 +291,15 @@ class Journal:
         row = self._query_one("SELECT * FROM transactions ORDER BY id DESC LIMIT 1", ())
         return _row_to_transaction(row) if row else None
 
+    def latest_effective(self) -> Transaction | None:
+        """The latest transaction that was not ABORTED: an aborted one changed nothing, so it
+        neither causes nor clears a ROLLBACK_FAILED's need for a person."""
+        row = self._query_one(
+            "SELECT * FROM transactions WHERE state != ? ORDER BY id DESC LIMIT 1",
+            (State.ABORTED.value,),
+        )
+        return _row_to_transaction(row) if row else None
+
     def last_succeeded_upgrade(self) -> Transaction | None:
         row = self._query_one(
             "SELECT * FROM transactions WHERE kind = ? AND state = ? ORDER BY id DESC LIMIT 1",

@@ -184,7 +184,7 @@ class Engine:
             return Result(await drive(self.context, transaction), None)
 
     def _refuse_after_failed_rollback(self, force: bool) -> None:
-        latest = self.context.journal.latest()
+        latest = self.context.journal.latest_effective()
         if latest is None or latest.state is not State.ROLLBACK_FAILED or force:
             return
         if latest.id in Controls(self._state_dir).state(self.context.clock.now()).resolved:

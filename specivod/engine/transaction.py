@@ -45,7 +45,7 @@ async def drive(context: Context, transaction: Transaction) -> Transaction:
         try:
             transaction = await step(context, transaction)
         except Exception as error:
-            transaction = _after_failure(context, transaction, error)
+            transaction = await _after_failure(context, transaction, error)
     return transaction
 
 
@@ -67,7 +67,9 @@ def _app_untouched(transaction: Transaction) -> bool:
     return transaction.state in (State.PLANNED, State.ROLLING_BACK)
 
 
-def _after_failure(context: Context, transaction: Transaction, error: Exception) -> Transaction:
+async def _after_failure(
+    context: Context, transaction: Transaction, error: Exception
+) -> Transaction:
     state = transaction.state
     reason = failure_reason(error, f"in {state.name} of transaction {transaction.id}")
     if _app_untouched(transaction):
@@ -76,7 +78,26 @@ def _after_failure(context: Context, transaction: Transaction, error: Exception)
         target = version_being_installed(transaction)
         doing = "starting" if state is State.STARTING else "verifying"
         return _begin_rollback(context, transaction, f"{doing} {target} failed: {reason}")
+    if state is State.SAFETY_BACKUP and transaction.kind is not Kind.UPGRADE:
+        return await _serve_again(context, transaction, reason)
     return _rollback_failed(context, transaction, reason)
+
+
+async def _serve_again(context: Context, transaction: Transaction, reason: str) -> Transaction:
+    """A manual rollback or restore that cannot keep what it would replace restores nothing:
+    the version that was serving (``.env`` never changed) is started again."""
+    try:
+        await context.deployment.start(await context.deployment.app_services())
+    except SpecivodError as error:
+        return _rollback_failed(
+            context, transaction, f"{reason}; then starting the app again failed: {error}"
+        )
+    return context.enter(
+        transaction,
+        State.ABORTED,
+        f"aborted, nothing was replaced and the app services were started again: {reason}",
+        reason=reason,
+    )
 
 
 def abort(context: Context, transaction: Transaction, reason: str) -> Transaction:
@@ -180,32 +201,34 @@ async def _verify(context: Context, transaction: Transaction) -> Transaction:
 
 
 async def _check_before_stopping(context: Context, transaction: Transaction) -> Transaction:
-    """ROLLING_BACK, nothing stopped yet. After a failed upgrade the backup is checked so the log
-    says early when only an image rollback is possible (the restore checks it again). A manual
-    rollback or a restore replaces a serving version: the backup must be good and the state it
-    replaces saved before anything stops; any failure here ends ABORTED with the app serving."""
-    if transaction.restore_mode is RestoreMode.NEVER:
-        return _enter_stopping(context, transaction)
+    """ROLLING_BACK, nothing stopped yet: what the rollback will need is checked while the app
+    still runs — the backup (checksums, room to swap the data dir) and the previous version's
+    images (pulled only when missing). A manual rollback or a restore replaces a serving version:
+    any problem ends ABORTED with the app serving. After a failed upgrade a problem is reported
+    and the rollback goes on (an image rollback may still work)."""
+    previous = version_to_restore(transaction)
     backup_id = transaction.backup_id
+    may_restore = transaction.restore_mode is not RestoreMode.NEVER
     if transaction.kind is Kind.UPGRADE:
-        if backup_id is not None:
-            try:
-                await context.backups.prepare_restore(backup_id)
-            except SpecivodError as error:
-                context.tell(transaction, f"backup {backup_id} cannot be restored: {error}")
+        if may_restore and backup_id is not None:
+            await _report_problem(context, transaction, context.backups.prepare_restore(backup_id))
+        await _report_problem(context, transaction, context.deployment.ensure_images(previous))
         return _enter_stopping(context, transaction)
-    if backup_id is None:
-        raise SpecivodError("no backup is recorded to restore from")
-    await context.backups.prepare_restore(backup_id)
-    if transaction.restore_mode is RestoreMode.AUTO and not await _schema_changed(
-        context, transaction
-    ):
-        return _enter_stopping(context, transaction)  # read again once stopped
-    if transaction.safety_backup_id is None:
-        safety = await _save_replaced_state(context, transaction)
-        transaction = context.journal.record(transaction, safety_backup_id=safety)
-        context.tell(transaction, f"the state being replaced is kept in backup {safety}")
+    if may_restore:
+        if backup_id is None:
+            raise SpecivodError("no backup is recorded to restore from")
+        await context.backups.prepare_restore(backup_id)
+    await context.deployment.ensure_images(previous)
     return _enter_stopping(context, transaction)
+
+
+async def _report_problem(
+    context: Context, transaction: Transaction, check: Awaitable[object]
+) -> None:
+    try:
+        await check
+    except SpecivodError as problem:
+        context.tell(transaction, f"going on with the rollback despite: {problem}")
 
 
 def _enter_stopping(context: Context, transaction: Transaction) -> Transaction:
@@ -248,11 +271,6 @@ def _why_restore(transaction: Transaction, fingerprint: str | None) -> str:
     return "the schema changed"
 
 
-async def _schema_changed(context: Context, transaction: Transaction) -> bool:
-    fingerprint = await _fingerprint(context)
-    return fingerprint is None or fingerprint != transaction.fingerprint_before
-
-
 async def _fingerprint(context: Context) -> str | None:
     try:
         return await context.backups.fingerprint()
@@ -261,9 +279,12 @@ async def _fingerprint(context: Context) -> str | None:
 
 
 async def _safety_backup(context: Context, transaction: Transaction) -> Transaction:
-    """SAFETY_BACKUP: the rows written since the backup are kept before a restore replaces
-    them. If this fails, nothing is restored."""
+    """SAFETY_BACKUP, app stopped: every row written up to the stop is kept before a restore
+    replaces it; then the room to swap the data dir is checked again, now that the safety
+    backup took its share. If either fails, nothing is restored."""
     safety = await _save_replaced_state(context, transaction)
+    if transaction.backup_id is not None:
+        await context.backups.prepare_restore(transaction.backup_id)
     return _enter_restoring(
         context,
         transaction,

@@ -22,12 +22,6 @@ def _backups(specivod: Specivod) -> dict[str, dict[str, object]]:
     return {str(b["id"]): b for b in json.loads(result.stdout)["backups"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: upgrade to a release that migrates then fails, killed in RESTARTING (data "
-    "already restored, .env still pins the failed release); `specivod backup` before `recover` "
-    "labels the restored data with the failed release; restoring that backup later pins it",
-)
 def test_a_backup_taken_after_a_kill_in_restarting_records_the_version_of_its_data(
     deployment: SandboxDeployment, specivod: Specivod
 ) -> None:
@@ -35,8 +29,14 @@ def test_a_backup_taken_after_a_kill_in_restarting_records_the_version_of_its_da
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     assert deployment.schema_version() == 1, "the database holds the baseline's schema again"
 
-    # A careful operator takes a backup before touching anything (`backup` is not a transaction
-    # and does not finish the one left open).
+    # A careful operator takes a backup before touching anything: it is refused until the open
+    # transaction is finished, since the pin may not match the data yet.
+    refused = specivod("backup")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "specivod recover" in refused.stderr
+    assert not any(b["reason"] == "manual" for b in _backups(specivod).values())
+    recovered = specivod("recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     taken = specivod("backup")
     assert taken.returncode == 0, taken.stdout + taken.stderr
     manual = next(b for b in _backups(specivod).values() if b["reason"] == "manual")
@@ -45,8 +45,6 @@ def test_a_backup_taken_after_a_kill_in_restarting_records_the_version_of_its_da
         f"backup {manual['id']} holds {BASELINE}'s schema and data but says {manual['version']}: "
         f"`specivod restore {manual['id']}` would pin the failed {MIGRATES_THEN_FAILS}"
     )
-    recovered = specivod("recover")
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     restored = specivod("restore", str(manual["id"]))
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert deployment.running_version() == BASELINE

@@ -84,6 +84,11 @@ class FakeDeployment:
         if version in self.missing:
             raise DeploymentError(f"pull {version}: manifest unknown")
 
+    async def ensure_images(self, version: str) -> None:
+        self.world.calls.append(f"ensure images {version}")
+        if version in self.missing:
+            raise DeploymentError(f"pull {version}: registry unreachable")
+
     async def up(self, version: str) -> None:
         self.world.calls.append(f"up {version}")
         if self.up_fails:

@@ -72,11 +72,6 @@ def _failed_rollback_kit(tmp_path: Path) -> Kit:
     return make_kit(tmp_path, world, backups=FakeBackups(world, restore_fails=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: upgrade → ROLLBACK_FAILED; `restore ID` of a damaged backup (or Ctrl-C in "
-    "ROLLING_BACK) ends ABORTED; the next unattended upgrade is no longer refused",
-)
 async def test_an_aborted_restore_does_not_clear_the_refusal_after_rollback_failed(
     tmp_path: Path,
 ) -> None:
@@ -109,12 +104,19 @@ async def test_the_refusal_after_rollback_failed_holds_without_other_transaction
 # --- 2. rows written between the safety backup and the stop -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: manual rollback after a migration: the safety backup is taken while the app "
-    "serves, users keep writing until STOPPING, then the restore replaces those rows; no backup "
-    "holds them",
-)
+def _rows_at_stop(kit: Kit) -> list[str]:
+    """What the database holds when the app stops: every one of those rows must survive."""
+    seen: list[str] = []
+    stop = kit.deployment.stop
+
+    async def stop_and_look(services: Sequence[str]) -> None:
+        await stop(services)
+        seen.append(kit.world.rows)
+
+    kit.deployment.stop = stop_and_look  # type: ignore[method-assign]
+    return seen
+
+
 async def test_rows_written_after_the_safety_backup_of_a_manual_rollback_survive(
     tmp_path: Path,
 ) -> None:
@@ -123,32 +125,29 @@ async def test_rows_written_after_the_safety_backup_of_a_manual_rollback_survive
     kit = make_kit(tmp_path, world, backups=backups)
     assert (await kit.engine.upgrade(to="0.2.0")).transaction.state is State.SUCCEEDED
     world.rows = "rows written on 0.2.0"
+    at_stop = _rows_at_stop(kit)
 
     rollback = (await kit.engine.rollback()).transaction
 
     assert rollback.state is State.ROLLED_BACK
     assert world.schema == 1
     kept = {backup.rows for backup in backups.backups.values()} | {world.rows}
-    assert backups.late_rows in kept, "a row a user wrote before the app stopped is gone"
+    assert at_stop and at_stop[0] in kept, "a row a user wrote before the app stopped is gone"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: `specivod restore ID` while the app serves: the safety backup is taken before "
-    "STOPPING, rows written until the stop are replaced by the restore and kept nowhere",
-)
 async def test_rows_written_after_the_safety_backup_of_a_restore_survive(tmp_path: Path) -> None:
     world = World()
     backups = WritesWhileServing(world)
     kit = make_kit(tmp_path, world, backups=backups)
     old = await backups.create(version="0.1.10", reason="manual")
     world.rows = "rows written since the manual backup"
+    at_stop = _rows_at_stop(kit)
 
     restore = (await kit.engine.restore(old.id, "0.1.10")).transaction
 
     assert restore.state is State.ROLLED_BACK
     kept = {backup.rows for backup in backups.backups.values()} | {world.rows}
-    assert backups.late_rows in kept, "a row a user wrote before the app stopped is gone"
+    assert at_stop and at_stop[0] in kept, "a row a user wrote before the app stopped is gone"
 
 
 async def test_the_safety_backup_of_a_failed_upgrade_is_taken_after_the_stop(
@@ -170,12 +169,6 @@ async def test_the_safety_backup_of_a_failed_upgrade_is_taken_after_the_stop(
 # --- 3. a manual rollback whose previous image is gone -----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: upgrade succeeds; `docker image prune -a` removes the old image; manual "
-    "rollback while the registry is unreachable: the app is stopped and the database restored "
-    "before the old image is known to be there; ROLLBACK_FAILED with the app down",
-)
 async def test_a_manual_rollback_whose_image_cannot_be_had_leaves_the_app_serving(
     tmp_path: Path,
 ) -> None:
@@ -194,12 +187,6 @@ async def test_a_manual_rollback_whose_image_cannot_be_had_leaves_the_app_servin
     assert world.schema == 2 and world.pinned == "0.2.0"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: `specivod restore ID` of a backup taken at an older version whose image is "
-    "no longer on the host, registry unreachable: app stopped and data replaced, then "
-    "ROLLBACK_FAILED",
-)
 async def test_a_restore_whose_image_cannot_be_had_leaves_the_app_serving(tmp_path: Path) -> None:
     world = World(pinned="0.2.0", running="0.2.0", schema=2)
     deployment = LocalImages(world)
@@ -320,12 +307,6 @@ def _kit_on(state_dir: Path, real: Real, world: World | None = None) -> Kit:
     return make_kit(state_dir, world, backups=real.backups)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: `specivod restore ID` with room for the safety backup or for the data-dir "
-    "swap but not for both: the checks pass while serving, the safety backup eats the room, the "
-    "swap check fails after STOPPING: ROLLBACK_FAILED with the app down",
-)
 async def test_a_restore_without_room_for_safety_backup_and_swap_aborts_while_serving(
     tmp_path: Path, small_disk: Disk
 ) -> None:
@@ -343,12 +324,6 @@ async def test_a_restore_without_room_for_safety_backup_and_swap_aborts_while_se
     assert not kit.world.stopped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ATTACK: restore by journal #1 leaves data.replaced-tx1; the state dir is reset (new "
-    "journal, ids from 1); the next restore's tx1 finds data.replaced-tx1 and the data dir "
-    "present, takes the swap for done, and leaves the current data dir in place",
-)
 async def test_a_restore_after_the_journal_was_reset_still_swaps_the_data_dir(
     tmp_path: Path,
 ) -> None:

@@ -134,8 +134,14 @@ async def test_a_manual_rollback_whose_safety_backup_fails_aborts_with_the_app_s
 
     assert rollback.state is State.ABORTED
     assert "pg_dump" in (rollback.reason or "")
-    assert not any(call.startswith(("stop", "restore")) for call in world.calls)
-    assert (world.running, world.stopped, world.schema) == ("0.2.0", False, 2)
+    assert not any(call.startswith(("restore", "pin", "up")) for call in world.calls[-4:])
+    assert world.calls[-2:] == ["backup (state replaced by transaction #2 (rollback))", "start api"]
+    assert (world.pinned, world.running, world.stopped, world.schema) == (
+        "0.2.0",
+        "0.2.0",
+        False,
+        2,
+    )
 
 
 async def test_a_restore_journaled_as_done_is_not_done_again(tmp_path: Path) -> None:
@@ -161,7 +167,7 @@ async def test_a_resumed_manual_rollback_takes_one_safety_backup(tmp_path: Path)
     world = World(releases={"0.2.0": FakeRelease(schema=2)})
     first = make_kit(tmp_path, world)
     await first.engine.upgrade(to="0.2.0")
-    _crash_after_recording(first.journal, "safety_backup_id")
+    crash_after(first.journal, State.RESTORING)
     with pytest.raises(Crash):
         await first.engine.rollback()
     first.journal.close()

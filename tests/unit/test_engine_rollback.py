@@ -44,6 +44,7 @@ async def test_rollback_after_a_schema_change_restores_and_keeps_a_safety_backup
         "PLANNED",
         "ROLLING_BACK",
         "STOPPING",
+        "SAFETY_BACKUP",
         "RESTORING",
         "RESTARTING",
         "ROLLED_BACK",
@@ -51,7 +52,8 @@ async def test_rollback_after_a_schema_change_restores_and_keeps_a_safety_backup
     safety_at = world.calls.index(
         f"backup (state replaced by transaction #{rollback.id} (rollback))"
     )
-    assert safety_at < world.calls.index("stop api"), "saved while the app still served"
+    assert safety_at > world.calls.index("stop api"), "saved once no row can be written any more"
+    assert world.calls.index("ensure images 0.1.10") < world.calls.index("stop api")
 
 
 async def test_rollback_without_schema_change_swaps_the_image_only(tmp_path: Path) -> None:

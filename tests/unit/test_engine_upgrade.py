@@ -100,10 +100,12 @@ async def test_release_that_migrates_then_fails_is_restored(tmp_path: Path) -> N
     assert (world.schema, world.data, world.rows) == (1, "original data", "original rows")
     assert kit.steps(transaction) == [*FORWARD, *RESTORING_ROLLBACK]
     restore_at = world.calls.index("restore b1")
-    assert world.calls[restore_at - 3 : restore_at] == [
+    assert world.calls[restore_at - 5 : restore_at] == [
         "check backup b1",
+        "ensure images 0.1.10",
         "stop api",
         "backup (state replaced by transaction #1 (upgrade))",
+        "check backup b1",
     ]
     assert world.calls[restore_at + 1 :] == ["pin 0.1.10", "up 0.1.10", "start api"]
     assert transaction.safety_backup_id == "b2"

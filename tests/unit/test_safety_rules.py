@@ -276,6 +276,7 @@ LEGAL = {
     ("stopping", "restarting"),
     ("stopping", "rollback_failed"),
     ("safety_backup", "restoring"),
+    ("safety_backup", "aborted"),
     ("safety_backup", "rollback_failed"),
     ("restoring", "restarting"),
     ("restoring", "rollback_failed"),
