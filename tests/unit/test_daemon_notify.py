@@ -25,6 +25,7 @@ def deaf_systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[so
 
 def test_a_full_notify_socket_does_not_block(deaf_systemd: socket.socket) -> None:
     notifier = Notifier()
+
     def flood() -> None:
         for n in range(500):
             notifier.status(f"step {n}")
