@@ -3,12 +3,14 @@
 on the real sandbox stack, at two database sizes (the larger above 1 GiB).
 
 Only the database step is measured: no safety dump, no data dir, no restart. The database is
-filled server-side (``generate_series``) like in ``bench.backup_dump``, dumped once per size with
-``pg_dump -Fc``, and that one dump is restored by both sides, rounds alternating, with the app
-service stopped as it is during a real restore. The specivod side is the call ``Backups.restore``
-makes for the database (``PostgresDatabase.restore``: ``pg_restore --list`` of the dump, the drop
-of relations the dump lacks, and the dump replayed in one transaction) in a fresh worker process
-that reports its own peak RSS; the plain side is timed around the compose process.
+filled server-side (``generate_series``) like in ``bench.backup_dump``, dumped once per size
+with ``pg_dump -Fc``, and that one dump is restored by both sides, with the app service stopped
+as it is during a real restore. Rounds alternate which side goes first, and each run starts
+after a ``CHECKPOINT`` and a ``sync``, so neither pays for writing out the other's restore. The
+specivod side is the call ``Backups.restore`` makes for the database
+(``PostgresDatabase.restore``: the table of contents, the drop of relations the dump lacks, and
+the dump replayed in one transaction) in a fresh worker process that reports its own peak RSS;
+the plain side is timed around the compose process.
 
 Writes bench/results/restore_database.json. Run: ``.venv/bin/python -m bench.restore_database``
 (``BENCH_ROUNDS``, ``BENCH_SIZES_MB`` such as ``256,1200`` override the defaults).
@@ -117,6 +119,12 @@ def plain(deployment: SandboxDeployment, dump: Path) -> dict[str, Any]:
     return {"seconds": time.monotonic() - started}
 
 
+def _settle(deployment: SandboxDeployment) -> None:
+    """Start each run from the same place: the previous restore's pages written out."""
+    deployment.psql("CHECKPOINT")
+    os.sync()
+
+
 def _dump(deployment: SandboxDeployment, target: Path) -> int:
     command = ["docker", "compose", "--project-directory", str(deployment.directory)]
     command += ["exec", "-T", "db", "pg_dump", "-Fc", *CONNECTION]
@@ -136,12 +144,14 @@ def measure(deployment: SandboxDeployment, scratch: Path, megabytes: int) -> dic
         f"{ROUNDS} rounds",
         flush=True,
     )
-    specivod_runs, plain_runs = [], []
+    specivod_runs: list[dict[str, Any]] = []
+    plain_runs: list[dict[str, Any]] = []
     for number in range(ROUNDS):
-        specivod_runs.append(through_specivod(deployment, dump))
-        specivod_runs[-1]["load_average_1m"] = os.getloadavg()[0]
-        plain_runs.append(plain(deployment, dump))
-        plain_runs[-1]["load_average_1m"] = os.getloadavg()[0]
+        sides = [(specivod_runs, through_specivod), (plain_runs, plain)]
+        for runs, side in sides if number % 2 == 0 else reversed(sides):
+            _settle(deployment)
+            runs.append(side(deployment, dump))
+            runs[-1]["load_average_1m"] = os.getloadavg()[0]
         print(
             f"  round {number + 1}: specivod {specivod_runs[-1]['seconds']:.1f} s, "
             f"plain {plain_runs[-1]['seconds']:.1f} s, "

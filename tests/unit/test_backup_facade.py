@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -287,18 +287,30 @@ async def test_files_that_vanish_while_archived_are_counted_in_the_manifest(
     assert backups.list() == [manifest]
 
 
-async def test_manifests_without_the_archive_counts_still_load(
+async def test_manifests_of_older_versions_still_load_and_restore(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    backups = make(tmp_path, FakeCompose(data_dir))
+    """Without the archive counts and the dump's relations: the restore reads them from the
+    dump's table of contents."""
+    compose = FakeCompose(data_dir)
+    backups = make(tmp_path, compose)
     manifest = await backups.create(version="0.1.10", reason="old")
+    assert manifest.database.relations == [("public", "issues")]
     path = backups.path(manifest.id) / "manifest.json"
     written = json.loads(path.read_text())
     del written["data_dir"]["vanished_while_archived"]
     del written["data_dir"]["changed_while_archived"]
+    del written["database"]["relations"]
     path.write_text(json.dumps(written))
+    compose.calls.clear()
 
-    assert backups.get(manifest.id) == manifest
+    loaded = backups.get(manifest.id)
+    await backups.restore(manifest.id)
+
+    assert loaded.database.relations is None
+    assert replace(loaded, database=manifest.database) == manifest
+    assert [call[0] for call in compose.calls] == ["pg_restore", "sh"]
+    assert "('public', 'issues')" in compose.calls[1][4]
 
 
 async def test_restore_replaces_database_then_swaps_the_data_dir(
@@ -314,8 +326,8 @@ async def test_restore_replaces_database_then_swaps_the_data_dir(
 
     assert compose.restored == DUMP
     commands = [call[0] for call in compose.calls]
-    assert commands == ["pg_restore", "sh"]
-    script, drop_sql = compose.calls[1][2], compose.calls[1][4]
+    assert commands == ["sh"], "the relations come from the manifest, not another --list"
+    script, drop_sql = compose.calls[0][2], compose.calls[0][4]
     assert "pg_restore --clean --if-exists --single-transaction -f -" in script
     assert "ON_ERROR_STOP=1" in script
     assert script.index("BEGIN") < script.index("pg_restore")
@@ -338,9 +350,9 @@ async def test_a_configured_restore_command_runs_after_the_drop(
 
     await backups.restore(manifest.id)
 
-    assert [call[0] for call in compose.calls] == ["pg_restore", "psql", "pg_restore"]
-    assert "('public', 'issues')" in compose.calls[1][-1]
-    assert list(compose.calls[2]) == restore_command
+    assert [call[0] for call in compose.calls] == ["psql", "pg_restore"]
+    assert "('public', 'issues')" in compose.calls[0][-1]
+    assert list(compose.calls[1]) == restore_command
     assert compose.restored == DUMP
 
 

@@ -148,8 +148,10 @@ class Backups:
         await self._database.dump(dump, Meter(progress, "database dump", previous).at)
         size = dump.stat().st_size
         sha256 = await asyncio.to_thread(sha256_of, dump, Meter(progress, "checksum", size).add)
-        await self._database.validate(dump)
-        record = DatabaseDump(DUMP_NAME, size, sha256, self._database.dump_format)
+        relations = await self._database.relations(dump)
+        record = DatabaseDump(
+            DUMP_NAME, size, sha256, self._database.dump_format, relations=sorted(relations)
+        )
         return record, self._clock.monotonic() - started, fingerprint
 
     async def _archive(

@@ -66,7 +66,11 @@ def archive(
         try:
             # The writer has the write() a "w|" stream uses, not the typeshed's whole file API.
             with tarfile.open(  # type: ignore[call-overload]
-                fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK
+                fileobj=writer,
+                mode="w|",
+                format=tarfile.PAX_FORMAT,
+                bufsize=CHUNK,
+                copybufsize=CHUNK,
             ) as tar:
                 counts = add_tree(tar, source, stat_seen)
         except (OSError, tarfile.TarError) as error:

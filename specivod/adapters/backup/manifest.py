@@ -23,6 +23,9 @@ class DatabaseDump:
     sha256: str
     format: str
     """``custom`` (``pg_dump -Fc``), or ``configured`` when ``backup.dump_command`` made it."""
+    relations: list[tuple[str, str]] | None = None
+    """``(schema, name)`` of the relations in the dump, read when it was validated, so that a
+    restore need not read its table of contents again; ``None`` in older manifests."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class BackupManifest:
                 created_at=datetime.fromisoformat(data["created_at"]),
                 version=None if data["version"] is None else str(data["version"]),
                 reason=str(data["reason"]),
-                database=DatabaseDump(**data["database"]),
+                database=_database_dump(data["database"]),
                 data_dir=DataDirArchive(**data["data_dir"]),
                 fingerprint=str(data["fingerprint"]),
                 durations=Durations(**data["durations"]),
@@ -88,6 +91,15 @@ class BackupManifest:
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"incomplete manifest: {error}") from None
+
+
+def _database_dump(data: object) -> DatabaseDump:
+    if not isinstance(data, dict):
+        raise TypeError("the database entry is not an object")
+    relations = data.get("relations")
+    if relations is not None:
+        data = {**data, "relations": [(str(schema), str(name)) for schema, name in relations]}
+    return DatabaseDump(**data)
 
 
 def write_manifest(directory: Path, manifest: BackupManifest) -> None:

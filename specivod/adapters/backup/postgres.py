@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -128,11 +128,24 @@ class PostgresDatabase:
             raise BackupError(f"database dump {dump} is not a valid archive: {reason}")
         return entries
 
-    async def restore(self, dump: Path, read: Position | None = None) -> None:
+    async def relations(self, dump: Path) -> set[tuple[str, str]]:
+        """``(schema, name)`` of every relation the dump holds; ``BackupError`` when it is not
+        a valid archive."""
+        return relations_in(await self.validate(dump))
+
+    async def restore(
+        self,
+        dump: Path,
+        read: Position | None = None,
+        relations: Collection[tuple[str, str]] | None = None,
+    ) -> None:
         """Replace the database's contents with the dump, after dropping the relations the dump
-        lacks (see ``leftovers``). By default both are one transaction: a restore that fails
-        changes nothing. A configured ``restore_command`` runs after the drop has committed."""
-        drop = leftovers.drop_missing_sql(relations_in(await self.validate(dump)))
+        lacks (see ``leftovers``): ``relations``, read from the dump when not given. By default
+        both are one transaction: a restore that fails changes nothing. A configured
+        ``restore_command`` runs after the drop has committed."""
+        if relations is None:
+            relations = await self.relations(dump)
+        drop = leftovers.drop_missing_sql(set(relations))
         configured = self._settings.restore_command
         if configured is None:
             command = self.atomic_restore_command(drop)

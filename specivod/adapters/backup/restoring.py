@@ -61,10 +61,11 @@ async def restore_backup(
         raise BackupError(f"{data_aside} is not beside the data dir {data_dir}")
     dump = directory / manifest.database.file
     database_meter = Meter(progress, "database restore", manifest.database.size)
+    relations = manifest.database.relations
     already_aside = data_aside is not None and _exists(data_aside)
     if already_aside and _exists(data_dir):
         log.info("the data dir was restored already (%s holds the one it replaced)", data_aside)
-        await database.restore(dump, database_meter.at)
+        await database.restore(dump, database_meter.at, relations)
         return data_aside
     datadir.check_restorable(data_dir, manifest.data_dir.size, manifest.id)
     staging = await asyncio.to_thread(
@@ -75,7 +76,7 @@ async def restore_backup(
         Meter(progress, "data dir extract", manifest.data_dir.size).add,
     )
     try:
-        await database.restore(dump, database_meter.at)
+        await database.restore(dump, database_meter.at, relations)
     except BackupError as error:
         remove_tree(staging)
         raise BackupError(f"{error}\nThe data dir was not touched.") from None
