@@ -261,6 +261,10 @@ class Daemon:
             return
         if not gate.may_start:
             return
+        if self.busy.locked():
+            # Another operation (an alert's rollback) runs: its end changes the plan, so this
+            # one is not queued behind it.
+            return
         last_try = self._attempted.get(plan.target)
         if last_try is not None and now - last_try < self.settings.registry.poll_interval:
             return
