@@ -186,3 +186,61 @@ def test_a_version_is_not_less_than_itself_or_an_equal_build() -> None:
     assert not plain < built and not built < plain
     assert plain <= built and plain >= built
     assert require_version("1.0.0-rc.1") < plain
+
+
+@pytest.mark.parametrize(
+    ("deployed", "problem", "reason"),
+    [
+        (None, "the deployment pins no version", "no version is pinned in the deployment"),
+        (
+            "latest",
+            "the deployment pins 'latest', not a semver release",
+            "the deployed version 'latest' is not semver; pin a release first",
+        ),
+    ],
+)
+def test_a_plan_from_no_pin_or_a_non_semver_pin_names_the_problem(
+    deployed: str | None, problem: str, reason: str
+) -> None:
+    plan = make_plan(["0.1.10", "0.2.0-rc.1", "0.1.11"], deployed, VersionPolicy("~0.1"))
+
+    assert (plan.deployed, plan.target, plan.pin_problem, plan.reason) == (
+        deployed,
+        None,
+        problem,
+        reason,
+    )
+    assert [v.tag for v in plan.candidates] == ["0.1.10", "0.1.11"]
+    assert plan.latest is not None and plan.latest.tag == "0.2.0-rc.1"
+    assert make_plan([], deployed, VersionPolicy("*")).latest is None
+
+
+def test_a_held_release_blocks_itself_and_every_release_above_it() -> None:
+    tags = ["0.1.10", "0.1.11", "0.1.12", "0.1.13"]
+    held = {"0.1.12": "first seen 2h ago", "0.1.13": "first seen 1h ago"}
+
+    plan = make_plan(tags, "0.1.10", VersionPolicy("*"), held=held)
+    assert plan.target is not None and plan.target.tag == "0.1.11"
+    assert plan.deployed == "0.1.10"
+    assert plan.reason == (
+        "0.1.11 is the highest allowed version within one minor step; "
+        "held: 0.1.12 (first seen 2h ago)"
+    )
+
+    plan = make_plan(tags, "0.1.10", VersionPolicy("*"), held={"0.1.11": "first seen now"})
+    assert plan.target is None
+    assert plan.reason == "0.1.11 is held: first seen now"
+
+
+def test_only_newer_allowed_avoided_versions_are_reported_as_skipped() -> None:
+    tags = ["0.1.9", "0.1.10", "0.1.11", "0.1.12", "0.3.0"]
+    avoid = {"0.1.9": "rolled back", "0.1.12": "rolled back", "0.3.0": "skipped by hand"}
+
+    plan = make_plan(tags, "0.1.10", VersionPolicy("~0.1"), avoid)
+
+    assert plan.target is not None and plan.target.tag == "0.1.11"
+    assert plan.reason.endswith("; skipped: 0.1.12 (rolled back)")
+    older = make_plan(tags, "0.1.10", VersionPolicy("~0.1"), {"0.1.9": "rolled back"})
+    assert "skipped" not in older.reason
+    two = make_plan(tags, "0.1.8", VersionPolicy("~0.1", step=Step.PATCH), avoid)
+    assert two.reason.endswith("; skipped: 0.1.9 (rolled back), 0.1.12 (rolled back)")
