@@ -330,7 +330,7 @@ def test_cli_backup_list_and_restore(specivod: Specivod, deployment: SandboxDepl
     assert deployment.table_checksum() == rows
     assert tree(deployment.data_dir) == files
     aside = next(deployment.directory.glob("data.replaced-*"))
-    assert f"moved to {aside}" in restored.stdout
+    assert f"replaced data dir kept at {aside}" in restored.stdout
     assert _wait_for_version(deployment, BASELINE)
     table = specivod("backups")
     assert table.returncode == 0 and backup_id in table.stdout
@@ -349,5 +349,5 @@ def test_cli_restore_of_an_unknown_backup_fails_without_stopping_the_app(
     result = specivod("restore", "20000101T000000Z")
 
     assert result.returncode == 1
-    assert "no backup 20000101T000000Z" in result.stderr
+    assert "no backup 20000101T000000Z" in result.stdout + result.stderr
     assert started() == before == ("running", before[1])
