@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from specivod.commands import exit_codes
 from specivod.commands.journal_views import transaction_sentence
-from specivod.commands.output import say
+from specivod.commands.output import error, say
 from specivod.commands.runtime import open_engine, print_progress, stop_on_signals
 from specivod.domain.errors import BackupError
 from specivod.domain.states import RestoreMode, State
@@ -87,7 +87,7 @@ async def restore(settings: Settings, backup_id: str) -> int:
         try:
             version = engine.context.backups.version_of(backup_id)
         except BackupError as problem:
-            say(f"cannot restore: {problem}")
+            error(f"cannot restore: {problem}")
             return exit_codes.FAILED
         try:
             result = await engine.restore(backup_id, version)
