@@ -17,6 +17,7 @@ from specivod.commands.output import error
 from specivod.config_loader import load_settings
 from specivod.domain.errors import ConfigError, LockedError, SpecivodError
 from specivod.domain.states import RestoreMode
+from specivod.redaction import RedactingFilter
 from specivod.settings import DEFAULT_CONFIG, Settings
 
 Handler = Callable[[Settings, argparse.Namespace], Awaitable[int] | int]
@@ -232,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         settings = load_settings(arguments.config)
     except ConfigError as problem:
