@@ -144,8 +144,8 @@ class Backups(Protocol):
         ...
 
     def data_aside_path(self, label: str) -> Path:
-        """Where a restore labelled ``label`` moves the current data dir (a sibling of it, named
-        by the label); computing it creates nothing."""
+        """Where a restore labelled ``label`` moves the current data dir: a free sibling name
+        made from the label; computing it creates nothing."""
         ...
 
     async def restore(

@@ -422,7 +422,7 @@ async def test_no_data_dir_in_the_env_file_is_an_error(tmp_path: Path) -> None:
         await make(tmp_path, FakeCompose(None)).create(version=None, reason="manual")
 
 
-def test_the_data_aside_path_is_a_sibling_named_by_the_label(
+def test_the_data_aside_path_is_a_free_sibling_named_by_the_label(
     tmp_path: Path, data_dir: Path
 ) -> None:
     backups = make(tmp_path, FakeCompose(data_dir))
@@ -431,6 +431,8 @@ def test_the_data_aside_path_is_a_sibling_named_by_the_label(
 
     assert path == data_dir.resolve().with_name("data.replaced-tx42")
     assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
+    path.mkdir()
+    assert backups.data_aside_path("tx42") == path.with_name("data.replaced-tx42-1")
     for label in ("", "..", "a/b"):
         with pytest.raises(BackupError, match="cannot name"):
             backups.data_aside_path(label)

@@ -218,10 +218,10 @@ class Backups:
 
     def data_aside_path(self, label: str) -> Path:
         """Where a restore given this label (a transaction's, such as ``tx42``) moves the
-        current data dir: ``<data dir>.replaced-<label>`` beside it, or ``-2``, ``-3``... when
-        that exists already (left by another journal's transaction of the same number): the
-        caller journals the path before the restore acts, so an existing one is never ours.
-        Creates nothing."""
+        current data dir: ``<data dir>.replaced-<label>`` beside it, or with ``-1``, ``-2``...
+        appended when that exists already (left by another journal's transaction of the same
+        number): the caller journals the path before the restore acts, so an existing one is
+        never ours. Creates nothing."""
         if not label or "/" in label or label in (".", ".."):
             raise BackupError(f"{label!r} cannot name the replaced data dir")
         data_dir = self._data_dir()
