@@ -139,19 +139,21 @@ async def test_restore_after_a_migration_brings_the_old_schema_back(
     assert await backups.fingerprint() == manifest.fingerprint
 
 
+@pytest.mark.parametrize("leftover", [True, False], ids=["leftover-table", "no-leftover"])
 async def test_a_restore_that_fails_changes_nothing(
-    deployment: SandboxDeployment, tmp_path: Path
+    deployment: SandboxDeployment, tmp_path: Path, leftover: bool
 ) -> None:
     """A dump the server cannot replay (the owner of one of its tables is gone): the table the
     backup lacks is not dropped and no row or file changes, because the drop of leftovers and the
-    restore are one transaction."""
+    restore are one transaction (and without leftovers, pg_restore's own transaction)."""
     _enrich_data_dir(deployment.data_dir)
     deployment.psql("CREATE ROLE ghost")
     deployment.psql("CREATE TABLE haunted (id int); ALTER TABLE haunted OWNER TO ghost")
     backups = _backups(deployment, tmp_path)
     manifest = await backups.create(version=BASELINE, reason="test")
     deployment.psql("DROP TABLE haunted; DROP ROLE ghost")
-    deployment.psql("CREATE TABLE added_later (id int); INSERT INTO added_later VALUES (7)")
+    if leftover:
+        deployment.psql("CREATE TABLE added_later (id int); INSERT INTO added_later VALUES (7)")
     _change_everything(deployment)
     rows, files = deployment.table_checksum(), tree(deployment.data_dir)
     compose = _compose(deployment)
@@ -163,7 +165,8 @@ async def test_a_restore_that_fails_changes_nothing(
     ):
         await backups.restore(manifest.id)
 
-    assert deployment.psql("SELECT id FROM added_later") == "7"
+    if leftover:
+        assert deployment.psql("SELECT id FROM added_later") == "7"
     assert deployment.table_checksum() == rows
     assert tree(deployment.data_dir) == files
     assert not any(".restoring-" in path.name for path in deployment.data_dir.parent.iterdir())

@@ -310,7 +310,7 @@ async def test_manifests_of_older_versions_still_load_and_restore(
     assert loaded.database.relations is None
     assert replace(loaded, database=manifest.database) == manifest
     assert [call[0] for call in compose.calls] == ["pg_restore", "sh"]
-    assert "('public', 'issues')" in compose.calls[1][4]
+    assert "('public', 'issues')" in compose.calls[1][5]
 
 
 async def test_restore_replaces_database_then_swaps_the_data_dir(
@@ -327,10 +327,14 @@ async def test_restore_replaces_database_then_swaps_the_data_dir(
     assert compose.restored == DUMP
     commands = [call[0] for call in compose.calls]
     assert commands == ["sh"], "the relations come from the manifest, not another --list"
-    script, drop_sql = compose.calls[0][2], compose.calls[0][4]
+    script, check_sql, drop_sql = compose.calls[0][2], compose.calls[0][4], compose.calls[0][5]
     assert "pg_restore --clean --if-exists --single-transaction -f -" in script
+    assert "exec pg_restore --clean --if-exists --single-transaction" in script
+    assert check_sql.startswith("SELECT count(*)") and "('public', 'issues')" in check_sql
     assert "ON_ERROR_STOP=1" in script
-    assert script.index("BEGIN") < script.index("pg_restore")
+    assert script.index("BEGIN") < script.index(
+        "pg_restore --clean --if-exists --single-transaction -f -"
+    )
     assert "('public', 'issues')" in drop_sql
     assert (data_dir / "FORMAT").read_text() == "format 1\n"
     assert result.data_aside is not None

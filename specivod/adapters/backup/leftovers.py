@@ -35,21 +35,14 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def drop_missing_sql(kept: set[tuple[str, str]]) -> str:
-    """A ``DO`` block dropping the relations of the kept relations' schemas that are not kept.
+def _missing_relations_query(kept: set[tuple[str, str]]) -> str:
+    """Name and kind of the relations of the kept relations' schemas that are not kept.
     Sequences owned by a column and extension members go with their owner, never on their own."""
     schemas = sorted({schema for schema, _ in kept}) or ["public"]
     pairs = ", ".join(f"({_literal(schema)}, {_literal(name)})" for schema, name in sorted(kept))
     kept_clause = f"AND (n.nspname, c.relname) NOT IN (VALUES {pairs})" if pairs else ""
-    # An unguessable dollar-quote tag: no relation name can end the block early.
-    tag = f"$specivod_{secrets.token_hex(8)}$"
     # Every name is quoted by _literal.
-    return f"""DO {tag}
-DECLARE
-    leftover record;
-BEGIN
-    FOR leftover IN
-        SELECT format('%I.%I', n.nspname, c.relname) AS name,
+    return f"""SELECT format('%I.%I', n.nspname, c.relname) AS name,
                CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                    WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END AS kind
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -60,10 +53,27 @@ BEGIN
           AND NOT EXISTS (
               SELECT 1 FROM pg_depend d
               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                AND d.deptype IN ('a', 'i', 'e'))
+                AND d.deptype IN ('a', 'i', 'e'))"""  # noqa: S608
+
+
+def count_missing_sql(kept: set[tuple[str, str]]) -> str:
+    """A query counting the relations ``drop_missing_sql`` would drop."""
+    return f"SELECT count(*) FROM ({_missing_relations_query(kept)}) AS missing"  # noqa: S608
+
+
+def drop_missing_sql(kept: set[tuple[str, str]]) -> str:
+    """A ``DO`` block dropping the relations of the kept relations' schemas that are not kept."""
+    # An unguessable dollar-quote tag: no relation name can end the block early.
+    tag = f"$specivod_{secrets.token_hex(8)}$"
+    return f"""DO {tag}
+DECLARE
+    leftover record;
+BEGIN
+    FOR leftover IN
+        {_missing_relations_query(kept)}
     LOOP
         RAISE NOTICE 'dropping %, which the backup does not have', leftover.name;
         EXECUTE format('DROP %s IF EXISTS %s CASCADE', leftover.kind, leftover.name);
     END LOOP;
 END
-{tag}"""  # noqa: S608
+{tag}"""

@@ -66,6 +66,23 @@ whole dump. When it fails there is no ``COMMIT``, so the server rolls everything
 disconnects; ``\.`` and the ``RAISE`` make psql stop early, and the script exits 1 whatever psql
 said (psql exits 0 when its input merely ends)."""
 
+_RESTORE = (
+    r"""
+check_sql=$1
+drop_sql=$2
+shift 2
+leftovers=$(psql -X -qAt -v ON_ERROR_STOP=1 -c "$check_sql" "$@") || exit 1
+if [ "$leftovers" = 0 ]; then
+    exec pg_restore --clean --if-exists --single-transaction "$@"
+fi
+set -- "$drop_sql" "$@"
+"""
+    + _ATOMIC_RESTORE
+)
+"""``_ATOMIC_RESTORE`` when the database has relations the dump lacks. When it has none, there is
+nothing to drop, and ``pg_restore --single-transaction`` alone is as atomic and spares the
+restore a pass of every row through ``psql`` (about a seventh of the client CPU)."""
+
 
 def _schema_line_matters(line: bytes) -> bool:
     text = line.strip()
@@ -148,8 +165,8 @@ class PostgresDatabase:
         drop = leftovers.drop_missing_sql(set(relations))
         configured = self._settings.restore_command
         if configured is None:
-            command = self.atomic_restore_command(drop)
-            shown: str | None = "pg_restore --clean --if-exists | psql"
+            command = self.restore_command(leftovers.count_missing_sql(set(relations)), drop)
+            shown: str | None = "pg_restore --clean --if-exists --single-transaction"
             failed = "database restore failed and was rolled back, the database is unchanged"
         else:
             result = await self._exec(self._psql(drop))
@@ -166,6 +183,21 @@ class PostgresDatabase:
         for notice in result.stderr.splitlines():
             if _NESTED_BEGIN not in notice:
                 log.info("%s", notice)
+
+    def restore_command(self, check_sql: str, drop_sql: str) -> list[str]:
+        """The dump (on stdin) restored in one transaction: by ``pg_restore`` alone when
+        ``check_sql`` counts no relation to drop, else as ``atomic_restore_command``."""
+        return [
+            "sh",
+            "-c",
+            _RESTORE,
+            "specivod-restore",
+            check_sql,
+            drop_sql,
+            *self._connection,
+            "-d",
+            self._settings.database_name,
+        ]
 
     def atomic_restore_command(self, drop_sql: str) -> list[str]:
         """``drop_sql`` and the dump (on stdin, turned into SQL by ``pg_restore``) in one
