@@ -8,7 +8,8 @@ is timed from just before exec to the READY=1 datagram) and systemd's WatchdogSe
 daemons have a closed maintenance window. RSS is VmRSS from /proc/PID/status, CPU utime+stime
 from /proc/PID/stat (the daemon's own; its docker compose children are reported apart). Latency
 is per request from an aiohttp client in this process, keep-alive connections, one scrape loop
-per scraper; the machine is shared, so the load average is recorded with the results.
+per scraper; every round is repeated with ApacheBench (``ab -k``, a C client), whose numbers
+show what the Python client adds. The machine is shared: the load average is recorded.
 
 Writes bench/results/daemon.json. Run: ``.venv/bin/python -m bench.daemon`` (overrides:
 ``BENCH_IDLE_SECONDS`` (600), ``BENCH_POLLS`` (1000), ``BENCH_DB_MB`` (1230), ``BENCH_STARTS`` (5);

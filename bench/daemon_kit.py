@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -203,19 +206,55 @@ def summary(latencies: list[float], errors: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def ab_round(url: str, scrapers: int, requests: int) -> tuple[float, float, int]:
+    """One round of ApacheBench (a C client, keep-alive): p50 and p99 in ms, failed requests."""
+    with tempfile.NamedTemporaryFile(suffix=".csv") as table:
+        command = ["ab", "-q", "-k", "-n", str(requests), "-c", str(scrapers)]
+        done = subprocess.run(
+            [*command, "-e", table.name, url], capture_output=True, text=True, check=False
+        )
+        rows = dict(line.split(",") for line in Path(table.name).read_text().splitlines()[1:])
+    if done.returncode != 0 or not rows:
+        return math.nan, math.nan, requests
+    failed = sum(
+        int(found.group(1))
+        for found in re.finditer(r"(?:Failed requests|Non-2xx responses):\s+(\d+)", done.stdout)
+    )
+    return float(rows["50"]), float(rows["99"]), failed
+
+
+def ab_summary(rounds: list[tuple[float, float, int]], requests: int) -> dict[str, Any]:
+    return {
+        "rounds": len(rounds),
+        "requests": requests * len(rounds),
+        "errors": sum(failed for _, _, failed in rounds),
+        "p50_ms_median": round(statistics.median(p50 for p50, _, _ in rounds), 2),
+        "p99_ms_median": round(statistics.median(p99 for _, p99, _ in rounds), 2),
+        "p99_ms_max": round(max(p99 for _, p99, _ in rounds), 2),
+    }
+
+
 def scrape_while(daemon: Daemon, busy: Callable[[], bool], min_rounds: int) -> dict[str, Any]:
-    """Load rounds (20 then 200 scrapers) until ``busy()`` is false and ``min_rounds`` ran."""
+    """Load rounds until ``busy()`` is false and ``min_rounds`` ran; each round runs every
+    load of ``LOADS`` from this process (aiohttp) and then from ApacheBench."""
+    url = f"{daemon.base}/metrics"
     collected: dict[int, tuple[list[float], list[int]]] = {n: ([], []) for n, _ in LOADS}
+    with_ab: dict[int, list[tuple[float, float, int]]] = {n: [] for n, _ in LOADS}
     rounds = 0
     while busy() or rounds < min_rounds:
         for scrapers, each in LOADS:
-            latencies, errors = asyncio.run(_load(f"{daemon.base}/metrics", scrapers, each))
+            latencies, errors = asyncio.run(_load(url, scrapers, each))
             collected[scrapers][0].extend(latencies)
             collected[scrapers][1].append(errors)
+            with_ab[scrapers].append(ab_round(url, scrapers, scrapers * each))
         rounds += 1
         if not busy() and rounds >= min_rounds:
             break
-    return {
+    results = {
         f"{scrapers}_scrapers": summary(latencies, sum(errors), rounds)
         for scrapers, (latencies, errors) in collected.items()
     }
+    for scrapers, each in LOADS:
+        results[f"{scrapers}_scrapers_ab"] = ab_summary(with_ab[scrapers], scrapers * each)
+    results["load_average_at_end"] = os.getloadavg()
+    return results
