@@ -250,7 +250,7 @@ def scrape_while(daemon: Daemon, busy: Callable[[], bool], min_rounds: int) -> d
         rounds += 1
         if not busy() and rounds >= min_rounds:
             break
-    results = {
+    results: dict[str, Any] = {
         f"{scrapers}_scrapers": summary(latencies, sum(errors), rounds)
         for scrapers, (latencies, errors) in collected.items()
     }
