@@ -152,6 +152,7 @@ class FakeBackups:
         self.restore_fails = restore_fails
         self.backups = world.backups
         self.restored: list[str] = []
+        self.restore_arguments: list[tuple[str, bool, Path | None]] = []
         self.protected: list[list[str]] = []
 
     async def create(
@@ -189,6 +190,7 @@ class FakeBackups:
         self, backup_id: str, *, verify: bool = True, data_aside: Path | None = None
     ) -> FakeRestore:
         self.world.calls.append(f"restore {backup_id}")
+        self.restore_arguments.append((backup_id, verify, data_aside))
         if self.restore_fails:
             raise BackupError("pg_restore failed")
         backup = self.backups[backup_id]
