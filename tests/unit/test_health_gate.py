@@ -230,3 +230,48 @@ async def test_not_knowing_the_versioned_services_is_a_failed_check() -> None:
     assert not verdict.healthy and verdict.attempts == 2
     assert "cannot tell which services 0.2.0 pins: compose config" in verdict.detail
     assert deployment.asked == 0
+
+
+class SomeVersioned(ScriptedDeployment):
+    """Only the services named in ``images`` are versioned, each with its own image name."""
+
+    def __init__(self, images: dict[str, str], scripts: dict[str, Script]) -> None:
+        super().__init__(scripts.pop("api"), scripts)
+        self.images = images
+
+    async def versioned_images(self, version: str) -> dict[str, str]:
+        return {service: f"{image}:{version}" for service, image in self.images.items()}
+
+
+def _gate_on(deployment: ScriptedDeployment, **settings: object) -> HealthGate:
+    health = HealthSettings.model_validate(
+        {"retries": 3, "interval": timedelta(seconds=2), **settings}
+    )
+    return HealthGate(
+        deployment,  # type: ignore[arg-type]
+        ScriptedProbe({}),
+        health,
+        parse_reference(IMAGE),
+        FakeClock(),
+    )
+
+
+async def test_a_versioned_service_of_another_repository_must_run_the_new_tag() -> None:
+    ml = "127.0.0.1:5000/specivo/machine-learning"
+    stale = ServiceState("ml", "c2", "running", "healthy", f"{ml}:0.1.10", "t1")
+    deployment = SomeVersioned({"api": IMAGE, "ml": ml}, {"api": [HEALTHY], "ml": [stale]})
+
+    verdict = await _gate_on(deployment).verify("0.2.0")
+
+    assert not verdict.healthy
+    assert f"ml runs {ml}:0.1.10, not version 0.2.0" in verdict.detail
+
+
+async def test_a_health_service_outside_the_versioned_ones_is_held_to_the_registry_image() -> None:
+    web = replace(HEALTHY, service="web", image=f"{IMAGE}:0.1.10")
+    deployment = SomeVersioned({"api": IMAGE}, {"api": [HEALTHY], "web": [web]})
+
+    verdict = await _gate_on(deployment, service="web").verify("0.2.0")
+
+    assert not verdict.healthy
+    assert "not version 0.2.0" in verdict.detail
