@@ -8,9 +8,9 @@ with ``pg_dump -Fc``, and that one dump is restored by both sides, with the app 
 as it is during a real restore. Rounds alternate which side goes first, and each run starts
 after a ``CHECKPOINT`` and a ``sync``, so neither pays for writing out the other's restore. The
 specivod side is the call ``Backups.restore`` makes for the database
-(``PostgresDatabase.restore``: the table of contents, the drop of relations the dump lacks, and
-the dump replayed in one transaction) in a fresh worker process that reports its own peak RSS;
-the plain side is timed around the compose process.
+(``PostgresDatabase.restore`` with the dump's relations as the manifest records them: the count
+of relations the dump lacks, and the dump replayed in one transaction) in a fresh worker process
+that reports its own peak RSS; the plain side is timed around the compose process.
 
 Writes bench/results/restore_database.json. Run: ``.venv/bin/python -m bench.restore_database``
 (``BENCH_ROUNDS``, ``BENCH_SIZES_MB`` such as ``256,1200`` override the defaults).
@@ -60,9 +60,11 @@ def worker(project_dir: str, dump: str) -> None:
     deployment = ComposeDeployment(DeploymentSettings(project_dir=Path(project_dir)))
     settings = BackupSettings.model_validate({"dir": tempfile.gettempdir()})
     database = PostgresDatabase(deployment, settings)
+    # What the manifest holds, recorded when the backup validated its dump.
+    relations = asyncio.run(database.relations(Path(dump)))
     positions: list[int] = []
     started = time.monotonic()
-    asyncio.run(database.restore(Path(dump), positions.append))
+    asyncio.run(database.restore(Path(dump), positions.append, relations))
     seconds = time.monotonic() - started
     report = {
         "seconds": seconds,
