@@ -336,8 +336,13 @@ async def _restore(context: Context, transaction: Transaction) -> Transaction:
 async def _restart_previous(context: Context, transaction: Transaction) -> Transaction:
     previous = version_to_restore(transaction)
     context.deployment.pin(previous)
+    versioned = set(await context.deployment.versioned_services(previous))
+    stopped_others = [
+        service for service in await context.deployment.app_services() if service not in versioned
+    ]
     await context.deployment.up(previous)
-    await context.deployment.start(await context.deployment.app_services())
+    if stopped_others:  # the versioned ones were just recreated by ``up``
+        await context.deployment.start(stopped_others)
     verdict = await context.gate.verify(previous)
     if not verdict.healthy:
         raise RollbackFailed(f"{previous} did not come back: {verdict.detail}")

@@ -184,3 +184,17 @@ async def test_a_restore_that_cannot_start_the_app_again_fails_loudly(tmp_path: 
     assert failed.state is State.ROLLBACK_FAILED
     assert "pg_dump" in (failed.reason or "") and "Docker daemon is gone" in (failed.reason or "")
     assert backups.restored == []
+
+
+async def test_a_rollback_starts_again_the_stopped_services_that_up_does_not_recreate(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
+    deployment = FakeDeployment(world, versioned=("api",), app_services=("api", "search"))
+    kit = make_kit(tmp_path, world, deployment=deployment)
+
+    rolled = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert rolled.state is State.ROLLED_BACK
+    assert world.calls[-3:] == ["pin 0.1.10", "up 0.1.10", "start search"]
+    assert "stop api search" in world.calls

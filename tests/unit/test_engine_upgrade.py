@@ -107,7 +107,7 @@ async def test_release_that_migrates_then_fails_is_restored(tmp_path: Path) -> N
         "backup (state replaced by transaction #1 (upgrade))",
         "check backup b1",
     ]
-    assert world.calls[restore_at + 1 :] == ["pin 0.1.10", "up 0.1.10", "start api"]
+    assert world.calls[restore_at + 1 :] == ["pin 0.1.10", "up 0.1.10"]
     assert transaction.safety_backup_id == "b2"
     assert world.backups["b2"].rows == "rows migrated by 0.2.3"
 
