@@ -42,6 +42,15 @@ class State(StrEnum):
 
 
 TERMINAL = frozenset({State.SUCCEEDED, State.ABORTED, State.ROLLED_BACK, State.ROLLBACK_FAILED})
+ROLLBACK_PATH = (
+    State.ROLLING_BACK,
+    State.STOPPING,
+    State.SAFETY_BACKUP,
+    State.RESTORING,
+    State.RESTARTING,
+    State.ROLLED_BACK,
+)
+"""The states of a rollback that restores, in order; an image rollback skips two of them."""
 BEFORE_START = frozenset({State.PLANNED, State.BACKING_UP, State.PULLING, State.PINNED})
 """An upgrade in one of these never touched the running app."""
 

@@ -302,27 +302,31 @@ async def _save_replaced_state(context: Context, transaction: Transaction) -> st
     return backup.id
 
 
-def _enter_restoring(
-    context: Context, transaction: Transaction, why: str, **facts: str | bool | None
-) -> Transaction:
+def _restore_plan(context: Context, transaction: Transaction) -> tuple[str, str]:
+    """The backup to restore, and where the replaced data dir goes: the journaled destination,
+    or a free one named after the transaction."""
     if transaction.backup_id is None:
         raise SpecivodError("no backup is recorded for this transaction; cannot restore")
     aside = transaction.data_aside or str(context.backups.data_aside_path(f"tx{transaction.id}"))
+    return transaction.backup_id, aside
+
+
+def _enter_restoring(
+    context: Context, transaction: Transaction, why: str, **facts: str | bool | None
+) -> Transaction:
+    backup_id, aside = _restore_plan(context, transaction)
     return context.enter(
         transaction,
         State.RESTORING,
-        f"{why}; restoring backup {transaction.backup_id}, the replaced data dir goes to {aside}",
+        f"{why}; restoring backup {backup_id}, the replaced data dir goes to {aside}",
         data_aside=aside,
         **facts,
     )
 
 
 async def _restore(context: Context, transaction: Transaction) -> Transaction:
-    backup_id, aside = transaction.backup_id, transaction.data_aside
-    if backup_id is None:
-        raise SpecivodError("no backup is recorded for this transaction; cannot restore")
-    if aside is None:  # journaled by a specivod that chose the destination later
-        aside = str(context.backups.data_aside_path(f"tx{transaction.id}"))
+    backup_id, aside = _restore_plan(context, transaction)
+    if transaction.data_aside is None:  # journaled by a specivod that chose it later
         transaction = context.journal.record(transaction, data_aside=aside)
     await context.backups.restore(backup_id, verify=True, data_aside=Path(aside))
     return context.enter(

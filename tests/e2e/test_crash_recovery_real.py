@@ -15,7 +15,7 @@ import pytest
 
 from sandbox.deployment import SandboxDeployment
 from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MIGRATES_THEN_FAILS, UNPULLABLE
-from specivod.domain.states import BEFORE_START, State
+from specivod.domain.states import BEFORE_START, ROLLBACK_PATH, State
 from tests.conftest import Specivod, SpecivodFactory
 
 pytestmark = pytest.mark.stack
@@ -28,16 +28,6 @@ class Scenario:
     config: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
-ROLLBACK_STATES = (
-    State.ROLLING_BACK,
-    State.STOPPING,
-    State.SAFETY_BACKUP,
-    State.RESTORING,
-    State.RESTARTING,
-    State.ROLLED_BACK,
-)
-
-
 def scenario_for(state: State) -> Scenario:
     if state in BEFORE_START:
         return Scenario(HEALTHY_UPGRADE, State.ABORTED)
@@ -45,7 +35,7 @@ def scenario_for(state: State) -> Scenario:
         return Scenario(HEALTHY_UPGRADE, State.SUCCEEDED)
     if state is State.ABORTED:
         return Scenario(UNPULLABLE, State.ABORTED)
-    if state in ROLLBACK_STATES:
+    if state in ROLLBACK_PATH:
         return Scenario(MIGRATES_THEN_FAILS, State.ROLLED_BACK)
     if state is State.ROLLBACK_FAILED:
         # A fingerprint that cannot see the migration: the rollback skips the restore and the old

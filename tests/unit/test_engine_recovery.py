@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from specivod.domain.states import State
+from specivod.domain.states import ROLLBACK_PATH, State
 from specivod.engine.journal import Journal
 from tests.unit.engine_kit import Crash, Kit, crash_after, make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
@@ -23,7 +23,7 @@ class Scenario:
 
 
 def scenario_reaching(state: State) -> Scenario:
-    if state in ROLLBACK_STATES:
+    if state in ROLLBACK_PATH:
         releases = {"0.2.3": FakeRelease(healthy=False, schema=3, data_change="converted")}
         return Scenario("0.2.3", World(releases=releases))
     if state is State.ROLLBACK_FAILED:
@@ -34,14 +34,6 @@ def scenario_reaching(state: State) -> Scenario:
     return Scenario("0.2.0", World())
 
 
-ROLLBACK_STATES = (
-    State.ROLLING_BACK,
-    State.STOPPING,
-    State.SAFETY_BACKUP,
-    State.RESTORING,
-    State.RESTARTING,
-    State.ROLLED_BACK,
-)
 EXPECTED_AFTER_RECOVERY = {
     State.PLANNED: State.ABORTED,
     State.BACKING_UP: State.ABORTED,

@@ -9,21 +9,14 @@ from typing import Any
 import pytest
 
 from specivod.domain.errors import BackupError, SpecivodError
-from specivod.domain.states import State
+from specivod.domain.states import ROLLBACK_PATH, State
 from specivod.engine.service import NeedsAPerson, NothingToDo, WindowClosed
 from tests.unit.engine_kit import make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
 
 FORWARD = ["PLANNED", "BACKING_UP", "PULLING", "PINNED", "STARTING", "VERIFYING"]
 IMAGE_ROLLBACK = ["ROLLING_BACK", "STOPPING", "RESTARTING", "ROLLED_BACK"]
-RESTORING_ROLLBACK = [
-    "ROLLING_BACK",
-    "STOPPING",
-    "SAFETY_BACKUP",
-    "RESTORING",
-    "RESTARTING",
-    "ROLLED_BACK",
-]
+RESTORING_ROLLBACK = [state.name for state in ROLLBACK_PATH]
 
 
 async def test_healthy_release_is_installed_and_journaled(tmp_path: Path) -> None:
