@@ -537,3 +537,16 @@ async def test_the_engine_can_drive_it_through_its_protocol(tmp_path: Path, data
     aside = again.data_aside
     assert isinstance(aside, Path)
     assert aside.parent == data_dir.parent and aside.name.startswith("data.replaced-2")
+
+
+async def test_an_empty_dump_names_its_command_without_the_password(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    command = ["custom-dump", "--format=c", "postgresql://specivo:s3cret-pw@127.0.0.1/specivo"]
+    failing = make(tmp_path, FakeCompose(data_dir, dump=b""), dump_command=command)
+
+    with pytest.raises(BackupError) as failed:
+        await failing.create(version="0.1.10", reason="manual")
+
+    assert "database dump is empty" in str(failed.value)
+    assert "custom-dump" in str(failed.value) and "s3cret-pw" not in str(failed.value)

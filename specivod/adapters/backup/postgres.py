@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shlex
 import tempfile
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from specivod.adapters.backup.leftovers import relations_in
 from specivod.adapters.backup.runner import ComposeRunner
 from specivod.adapters.process import Completed
 from specivod.domain.errors import BackupError, DeploymentError
+from specivod.redaction import redact_argv
 from specivod.settings import BackupSettings
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,9 @@ class PostgresDatabase:
             stream.flush()
             os.fsync(stream.fileno())
             if os.fstat(stream.fileno()).st_size == 0:
-                raise BackupError(f"database dump is empty: `{' '.join(self.dump_command())}`")
+                raise BackupError(
+                    f"database dump is empty: `{shlex.join(redact_argv(self.dump_command()))}`"
+                )
 
     async def validate(self, dump: Path) -> list[str]:
         """The dump's table of contents (``pg_restore --list``); ``BackupError`` when it is
