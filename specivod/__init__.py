@@ -1,7 +1,7 @@
 """specivod keeps a self-hosted Specivo deployment up to date, and undoes an upgrade that goes
 wrong.
 
-Layering rule: ``domain`` is pure; ``engine`` depends on the Protocols in ``adapters.protocols``,
+Layering rule: ``domain`` is pure; ``engine`` depends on its ports (``engine.ports``),
 never on docker, aiohttp or the file system directly; ``cli`` only parses and dispatches.
 """
 

@@ -32,8 +32,8 @@ from docker.errors import DockerException, NotFound
 
 from specivod.adapters import envfile
 from specivod.adapters.process import CommandTimeout, Completed, run
-from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
+from specivod.engine.ports import ServiceState
 from specivod.settings import DeploymentSettings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from types import TracebackType
 
 import aiohttp
 
-from specivod.adapters.protocols import HttpAnswer
+from specivod.engine.ports import HttpAnswer
 
 _BODY_LIMIT = 1 << 20
 

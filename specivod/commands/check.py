@@ -10,7 +10,6 @@ from typing import Any
 
 from specivod.adapters import compose
 from specivod.adapters.clock import Clock
-from specivod.adapters.protocols import Registry
 from specivod.adapters.registry.client import RegistryClient
 from specivod.commands.output import emit_json, say
 from specivod.daemon.planner import held_releases
@@ -20,6 +19,7 @@ from specivod.domain.planning import Plan, make_plan
 from specivod.domain.windows import is_open, next_opening
 from specivod.engine.controls import Controls
 from specivod.engine.journal import JOURNAL_NAME, Journal
+from specivod.engine.ports import TagSource
 from specivod.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _skipped(settings: Settings, now: datetime) -> dict[str, str]:
 
 
 async def _held(
-    settings: Settings, registry: Registry, tags: list[str], deployed: str | None, now: datetime
+    settings: Settings, registry: TagSource, tags: list[str], deployed: str | None, now: datetime
 ) -> dict[str, str]:
     """What ``policy.min_age`` holds; ``check`` records its sightings like the daemon does."""
     if not settings.policy.min_age:
@@ -104,7 +104,7 @@ async def _held(
     return held_releases(settings, tags, deployed, now)
 
 
-async def inspect(settings: Settings, registry: Registry, clock: Clock) -> CheckReport:
+async def inspect(settings: Settings, registry: TagSource, clock: Clock) -> CheckReport:
     deployed = deployed_version(settings)
     tags = await registry.list_tags()
     now = clock.now()
@@ -116,7 +116,7 @@ async def inspect(settings: Settings, registry: Registry, clock: Clock) -> Check
     return CheckReport(plan, is_open(windows, now), next_opening(windows, now), held, skipped)
 
 
-async def check(settings: Settings, registry: Registry, clock: Clock, as_json: bool) -> int:
+async def check(settings: Settings, registry: TagSource, clock: Clock, as_json: bool) -> int:
     report = await inspect(settings, registry, clock)
     if as_json:
         emit_json(report.as_json())

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from specivod.adapters.clock import Clock
-from specivod.adapters.protocols import Backups, Deployment
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Kind, Transaction
+from specivod.engine.ports import Backups, Deployment
 from specivod.engine.verification import HealthGate
 from specivod.redaction import redact
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from specivod.domain.errors import SpecivodError
 from specivod.domain.planning import make_plan
@@ -22,16 +21,8 @@ from specivod.engine.context import Context
 from specivod.engine.controls import Controls
 from specivod.engine.journal import Kind, Transaction
 from specivod.engine.lock import host_lock
+from specivod.engine.ports import TagSource
 from specivod.engine.transaction import drive, resume
-
-
-class TagSource(Protocol):
-    """What the engine needs of the registry: its name, for messages, and every tag."""
-
-    @property
-    def name(self) -> str: ...
-
-    async def list_tags(self) -> list[str]: ...
 
 
 class NothingToDo(SpecivodError):

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from specivod.adapters.clock import Clock
-from specivod.adapters.protocols import Deployment, HttpProbe, ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.domain.references import ImageReference, parse_reference
+from specivod.engine.ports import Deployment, HttpProbe, ServiceState
 from specivod.retrying import at_fixed_interval
 from specivod.settings import HealthSettings, SmokeCheck
 

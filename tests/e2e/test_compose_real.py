@@ -10,8 +10,8 @@ import pytest
 from sandbox.deployment import SandboxDeployment
 from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MISSING, UNPULLABLE
 from specivod.adapters.compose import ComposeDeployment
-from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
+from specivod.engine.ports import ServiceState
 from specivod.settings import DeploymentSettings
 
 pytestmark = pytest.mark.stack

@@ -21,8 +21,8 @@ from sandbox.shapes import ShapedDeployment, create_shaped_deployment, move_side
 from specivod.adapters.clock import SystemClock
 from specivod.adapters.compose import ComposeDeployment
 from specivod.adapters.http_probe import AiohttpProbe
-from specivod.adapters.protocols import ServiceState
 from specivod.domain.references import parse_reference
+from specivod.engine.ports import ServiceState
 from specivod.engine.verification import HealthGate
 from specivod.settings import DeploymentSettings, HealthSettings
 from tests.conftest import Specivod, Stack

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from specivod.adapters.protocols import HttpAnswer, ServiceState
 from specivod.domain.errors import BackupError, DeploymentError, RegistryUnavailable
+from specivod.engine.ports import HttpAnswer, ServiceState
 
 IMAGE = "127.0.0.1:5000/specivo/specivo"
 

@@ -13,10 +13,10 @@ from typing import IO
 
 import pytest
 
-from specivod.adapters import protocols
 from specivod.adapters.backup import Backups
 from specivod.adapters.process import Completed
 from specivod.domain.errors import BackupError
+from specivod.engine import ports
 from specivod.settings import BackupSettings
 from tests.support.trees import tree
 
@@ -526,7 +526,7 @@ async def test_an_aside_path_elsewhere_is_refused_before_anything_changes(
 
 
 async def test_the_engine_can_drive_it_through_its_protocol(tmp_path: Path, data_dir: Path) -> None:
-    engine_view: protocols.Backups = make(tmp_path, FakeCompose(data_dir))
+    engine_view: ports.Backups = make(tmp_path, FakeCompose(data_dir))
 
     record = await engine_view.create(version="0.1.10", reason="before upgrade to 0.2.0")
     chosen = engine_view.data_aside_path("tx7")

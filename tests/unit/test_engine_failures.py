@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from specivod.adapters.protocols import ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Transaction
+from specivod.engine.ports import ServiceState
 from tests.unit.engine_kit import Crash, crash_after, make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
-from specivod.adapters.protocols import HttpAnswer, ServiceState
 from specivod.domain.errors import DeploymentError
 from specivod.domain.references import parse_reference
+from specivod.engine.ports import HttpAnswer, ServiceState
 from specivod.engine.verification import HealthGate
 from specivod.settings import HealthSettings, SmokeCheck
 from tests.unit.fakes import FakeClock

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 from aiohttp import web
 
-from specivod.adapters.protocols import Registry
 from specivod.adapters.registry import MANIFEST_MEDIA_TYPES, RegistryClient
 from specivod.domain.errors import RegistryNotFound, RegistryProtocolError
 from specivod.domain.references import ImageReference
+from specivod.engine.ports import TagSource
 from specivod.retrying import RetryPolicy, no_sleep
 from tests.support.local_http import Serve
 
@@ -238,6 +238,6 @@ async def test_explicit_scheme_wins() -> None:
         assert str(client.base_url) == "https://127.0.0.1:5000"
 
 
-def test_implements_the_registry_protocol() -> None:
-    registry: Registry = RegistryClient(ImageReference("127.0.0.1:5000", REPO))
-    assert registry is not None
+def test_is_the_engines_tag_source() -> None:
+    registry: TagSource = RegistryClient(ImageReference("127.0.0.1:5000", REPO))
+    assert "repository specivo/specivo" in registry.name

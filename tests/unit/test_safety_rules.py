@@ -15,10 +15,10 @@ import pytest
 
 from specivod.adapters.backup.postgres import PostgresDatabase
 from specivod.adapters.envfile import read_variable, rewrite_variable
-from specivod.adapters.protocols import ServiceState
 from specivod.domain.references import parse_reference
 from specivod.domain.states import TRANSITIONS, IllegalTransition, State, check_transition
 from specivod.domain.versions import Step, VersionPolicy, parse_tags, require_version
+from specivod.engine.ports import ServiceState
 from specivod.engine.verification import HealthGate
 from specivod.retrying import at_fixed_interval
 from specivod.settings import BackupSettings, HealthSettings

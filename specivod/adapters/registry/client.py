@@ -57,7 +57,7 @@ def _error_detail(body: bytes) -> str:
 
 
 class RegistryClient:
-    """Read-only client for one repository; implements ``adapters.protocols.Registry``.
+    """Read-only client for one repository; implements ``engine.ports.TagSource``.
 
     Use it as an async context manager (or call ``close()``) so its HTTP session is released.
     ``requests`` counts every HTTP request sent, token requests and retries included.

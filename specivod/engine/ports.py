@@ -1,5 +1,8 @@
-"""The narrow interfaces the engine depends on. Real adapters and hand-written test fakes both
-implement them."""
+"""The engine's ports: the narrow interfaces it needs from the outside world, owned here so the
+engine says what it needs and the adapters (and the hand-written test fakes) implement it.
+
+Rule: nothing here imports an adapter; an adapter may import these types.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +12,14 @@ from pathlib import Path
 from typing import Protocol
 
 
-class Registry(Protocol):
-    """Read-only view of one repository in a container registry."""
+class TagSource(Protocol):
+    """The registry as the engine needs it: its name, for messages, and every tag."""
+
+    @property
+    def name(self) -> str: ...
 
     async def list_tags(self) -> list[str]:
         """Every tag of the repository, following pagination to the end."""
-        ...
-
-    async def manifest_digest(self, tag: str) -> str:
-        """The digest ``docker pull`` reports for ``tag`` (``sha256:...``)."""
         ...
 
 
