@@ -11,7 +11,7 @@ from typing import Any
 from specivod.adapters import compose
 from specivod.adapters.clock import Clock
 from specivod.adapters.registry.client import RegistryClient
-from specivod.commands.output import emit_json, say
+from specivod.commands.output import emit_json, error, say
 from specivod.daemon.planner import held_releases
 from specivod.daemon.poller import record_sightings
 from specivod.domain.errors import JournalError
@@ -123,7 +123,7 @@ async def check(settings: Settings, registry: TagSource, clock: Clock, as_json: 
     else:
         say(report.as_text())
     if report.plan.pin_problem is not None:
-        say(
+        (error if as_json else say)(  # --json keeps stdout one JSON object
             f"problem: {report.plan.pin_problem}; move to a release with "
             "`specivod upgrade --to VERSION --force`"
         )

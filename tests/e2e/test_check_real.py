@@ -59,3 +59,26 @@ def test_check_fails_in_one_line_when_the_registry_is_down(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("specivod: "), result.stderr
     assert dead.split("/", maxsplit=1)[0] in lines[0]
+
+
+def test_a_pin_that_is_not_a_release_is_a_problem_for_check_and_upgrade(
+    deployment: SandboxDeployment, specivod_with: SpecivodFactory
+) -> None:
+    env = deployment.env_file.read_text()
+    deployment.env_file.write_text(
+        env.replace(f"SPECIVO_VERSION={BASELINE}\n", "SPECIVO_VERSION=latest\n")
+    )
+    before = deployment.env_file.read_bytes()
+    specivod = specivod_with()
+
+    checked = specivod("check", "--json")
+    upgraded = specivod("upgrade", "--now")
+
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)
+    assert report["deployed"] == "latest" and report["target"] is None
+    assert "not a semver release" in report["problem"]
+    assert upgraded.returncode == 1, upgraded.stdout + upgraded.stderr
+    assert "not a semver release" in upgraded.stdout
+    assert "--to VERSION --force" in upgraded.stdout
+    assert deployment.env_file.read_bytes() == before
