@@ -62,9 +62,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.VERIFYING, State.ROLLING_BACK}),
     State.VERIFYING: frozenset({State.SUCCEEDED, State.ROLLING_BACK}),
     State.ROLLING_BACK: frozenset({State.STOPPING, State.ABORTED, State.ROLLBACK_FAILED}),
-    State.STOPPING: frozenset(
-        {State.SAFETY_BACKUP, State.RESTORING, State.RESTARTING, State.ROLLBACK_FAILED}
-    ),
+    State.STOPPING: frozenset({State.SAFETY_BACKUP, State.RESTARTING, State.ROLLBACK_FAILED}),
     State.SAFETY_BACKUP: frozenset({State.RESTORING, State.ABORTED, State.ROLLBACK_FAILED}),
     State.RESTORING: frozenset({State.RESTARTING, State.ROLLBACK_FAILED}),
     State.RESTARTING: frozenset({State.ROLLED_BACK, State.ROLLBACK_FAILED}),

@@ -251,14 +251,12 @@ async def _stop_and_decide(context: Context, transaction: Transaction) -> Transa
             fingerprint_after=fingerprint,
         )
     why = _why_restore(transaction, fingerprint)
-    if transaction.safety_backup_id is None:
-        return context.enter(
-            transaction,
-            State.SAFETY_BACKUP,
-            f"{why}; saving the state being replaced before restoring",
-            fingerprint_after=fingerprint,
-        )
-    return _enter_restoring(context, transaction, why, fingerprint_after=fingerprint)
+    return context.enter(
+        transaction,
+        State.SAFETY_BACKUP,
+        f"{why}; saving the state being replaced before restoring",
+        fingerprint_after=fingerprint,
+    )
 
 
 def _why_restore(transaction: Transaction, fingerprint: str | None) -> str:

@@ -198,3 +198,24 @@ async def test_a_rollback_starts_again_the_stopped_services_that_up_does_not_rec
     assert rolled.state is State.ROLLED_BACK
     assert world.calls[-3:] == ["pin 0.1.10", "up 0.1.10", "start search"]
     assert "stop api search" in world.calls
+
+
+async def test_a_restore_journaled_without_a_destination_journals_one_before_acting(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
+    first = make_kit(tmp_path, world)
+    crash_after(first.journal, State.RESTORING)
+    with pytest.raises(Crash):
+        await first.engine.upgrade(to="0.2.3")
+    killed = first.journal.latest()
+    assert killed is not None
+    first.journal.record(killed, data_aside=None)  # as an older specivod journaled it
+    first.journal.close()
+    restarted = make_kit(tmp_path, world, journal=Journal(tmp_path))
+
+    final = await restarted.engine.recover()
+
+    assert final is not None and final.state is State.ROLLED_BACK
+    assert final.data_aside == "/srv/data.replaced-tx1"
+    assert restarted.backups.restore_arguments == [("b1", True, Path("/srv/data.replaced-tx1"))]

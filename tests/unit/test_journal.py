@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from specivod.domain.states import TRANSITIONS, IllegalTransition, State
+from specivod.domain.states import ROLLBACK_PATH, TRANSITIONS, IllegalTransition, State
 from specivod.engine.journal import JOURNAL_NAME, Journal, Kind
 
 NOW = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)
@@ -182,8 +182,7 @@ def test_retention_spares_the_latest_transactions_safety_backup(tmp_path: Path) 
 
 def test_a_restore_does_not_mark_versions_as_rolled_back(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    restore = [State.ROLLING_BACK, State.STOPPING, State.RESTORING, State.RESTARTING]
-    _finish(journal, Kind.RESTORE, ("0.2.0", "0.1.10"), [*restore, State.ROLLED_BACK])
+    _finish(journal, Kind.RESTORE, ("0.2.0", "0.1.10"), list(ROLLBACK_PATH))
 
     assert journal.rolled_back_versions() == {}
 

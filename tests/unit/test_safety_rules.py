@@ -272,7 +272,6 @@ LEGAL = {
     ("rolling_back", "aborted"),
     ("rolling_back", "rollback_failed"),
     ("stopping", "safety_backup"),
-    ("stopping", "restoring"),
     ("stopping", "restarting"),
     ("stopping", "rollback_failed"),
     ("safety_backup", "restoring"),
