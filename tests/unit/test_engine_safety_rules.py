@@ -12,7 +12,7 @@ from specivod.domain.errors import DeploymentError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal
 from specivod.engine.service import RecoveredFirst, UnversionedPin
-from tests.unit.engine_kit import Crash, crash_after, make_kit
+from tests.unit.engine_kit import Crash, Kit, crash_after, make_kit
 from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
 
 
@@ -70,14 +70,22 @@ async def test_force_lets_an_upgrade_through_after_rollback_failed(tmp_path: Pat
     assert forced.state is State.SUCCEEDED
 
 
-async def test_the_data_dir_destination_is_journaled_before_the_restore_acts(
-    tmp_path: Path,
-) -> None:
+async def _killed_in_restoring(tmp_path: Path) -> Kit:
+    """An upgrade to a release that migrates and fails, killed right after RESTORING is
+    journaled (before the restore acts)."""
     world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
     first = make_kit(tmp_path, world)
     crash_after(first.journal, State.RESTORING)
     with pytest.raises(Crash):
         await first.engine.upgrade(to="0.2.3")
+    return first
+
+
+async def test_the_data_dir_destination_is_journaled_before_the_restore_acts(
+    tmp_path: Path,
+) -> None:
+    first = await _killed_in_restoring(tmp_path)
+    world = first.world
     journaled = first.journal.latest()
     assert journaled is not None and journaled.data_aside == "/srv/data.replaced-tx1"
     assert first.backups.restore_arguments == [], "killed before the restore acted"
@@ -91,11 +99,8 @@ async def test_the_data_dir_destination_is_journaled_before_the_restore_acts(
 
 
 async def test_a_resumed_restore_uses_the_journaled_destination(tmp_path: Path) -> None:
-    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
-    first = make_kit(tmp_path, world)
-    crash_after(first.journal, State.RESTORING)
-    with pytest.raises(Crash):
-        await first.engine.upgrade(to="0.2.3")
+    first = await _killed_in_restoring(tmp_path)
+    world = first.world
     killed = first.journal.latest()
     assert killed is not None
     first.journal.record(killed, data_aside="/srv/data.replaced-elsewhere")
@@ -203,11 +208,8 @@ async def test_a_rollback_starts_again_the_stopped_services_that_up_does_not_rec
 async def test_a_restore_journaled_without_a_destination_journals_one_before_acting(
     tmp_path: Path,
 ) -> None:
-    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
-    first = make_kit(tmp_path, world)
-    crash_after(first.journal, State.RESTORING)
-    with pytest.raises(Crash):
-        await first.engine.upgrade(to="0.2.3")
+    first = await _killed_in_restoring(tmp_path)
+    world = first.world
     killed = first.journal.latest()
     assert killed is not None
     first.journal.record(killed, data_aside=None)  # as an older specivod journaled it
