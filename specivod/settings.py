@@ -36,8 +36,10 @@ from specivod.domain.alerts import MatcherError, parse_matcher_lines
 from specivod.domain.durations import format_duration, parse_duration
 from specivod.domain.errors import PolicyError
 from specivod.domain.references import ImageReference, parse_reference
+from specivod.domain.releases import AttentionRule
 from specivod.domain.versions import Step, VersionPolicy
 from specivod.domain.windows import DAY_NAMES, Window
+from specivod.release_settings import AttentionLabel, valid_notes_template, valid_pattern
 
 DEFAULT_CONFIG = Path("/etc/specivod/specivod.toml")
 ENV_PREFIX = "SPECIVOD_"
@@ -172,6 +174,26 @@ class PolicySettings(Section):
         "holds any; it starts only if the longest recent one fits before the window closes.",
     )
 
+    release_notes: str | None = Field(
+        None,
+        description="Link to a release's notes; {version} is replaced by the tag, e.g. "
+        "'https://github.com/specivo/specivo/releases/tag/v{version}'.",
+    )
+    attention_label: AttentionLabel | None = Field(
+        None,
+        description="{ name, value }: a release whose image carries this label or annotation "
+        "is held from unattended upgrades (and blocks every release above it) until a person "
+        "runs upgrade --to it or a later one.",
+    )
+    attention_pattern: str | None = Field(
+        None,
+        description="A regular expression searched in the release's "
+        "org.opencontainers.image.description; a match holds the release like attention_label.",
+    )
+
+    _notes = field_validator("release_notes")(valid_notes_template)
+    _pattern = field_validator("attention_pattern")(valid_pattern)
+
     @field_validator("range")
     @classmethod
     def _valid_range(cls, value: str) -> str:
@@ -183,6 +205,13 @@ class PolicySettings(Section):
 
     def version_policy(self) -> VersionPolicy:
         return VersionPolicy(range=self.range, prerelease=self.prerelease, step=self.step)
+
+    def attention_rule(self) -> AttentionRule:
+        label = self.attention_label
+        return AttentionRule(
+            label=(label.name, label.value) if label else None,
+            pattern=re.compile(self.attention_pattern) if self.attention_pattern else None,
+        )
 
 
 class DeploymentSettings(Section):

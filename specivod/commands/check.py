@@ -1,8 +1,10 @@
-"""``specivod check``: the deployed version, what the policy allows, the next target, and the
-maintenance window."""
+"""``specivod check``: the deployed version, what the policy allows, the next target, what that
+release says about itself (and its notes link), what is held and why, and the maintenance window.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,11 +13,21 @@ from typing import Any
 from specivod.adapters import compose
 from specivod.adapters.clock import Clock
 from specivod.adapters.registry.client import RegistryClient
+from specivod.adapters.registry.release import ReleaseCatalog, ReleaseLookup
 from specivod.commands.output import emit_json, error, say
-from specivod.daemon.planner import held_releases
+from specivod.daemon.planner import (
+    Lookup,
+    Review,
+    describe_release,
+    held_releases,
+    plan_with_review,
+    review_releases,
+    shown_version,
+)
 from specivod.daemon.poller import record_sightings
 from specivod.domain.errors import JournalError
-from specivod.domain.planning import Plan, make_plan
+from specivod.domain.planning import Plan
+from specivod.domain.releases import ReleaseUnavailable
 from specivod.domain.windows import is_open, next_opening
 from specivod.engine.controls import Controls
 from specivod.engine.journal import JOURNAL_NAME, Journal
@@ -31,8 +43,11 @@ class CheckReport:
     window_open: bool
     next_window: datetime | None
     held: dict[str, str] = field(default_factory=dict)
-    """Releases ``policy.min_age`` holds back, each with why."""
+    """Releases ``policy.min_age`` or ``policy.attention_*`` hold back, each with why."""
     skipped: dict[str, str] = field(default_factory=dict)
+    release: dict[str, Any] | None = None
+    """``release_json`` of the target, else of the release holding the plan back."""
+    release_line: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         plan = self.plan
@@ -47,6 +62,7 @@ class CheckReport:
             "problem": plan.pin_problem,
             "held": dict(self.held),
             "skipped": dict(self.skipped),
+            "release": self.release,
         }
 
     def as_text(self) -> str:
@@ -63,6 +79,7 @@ class CheckReport:
                 f"window:      {window}; next opening {upcoming}",
                 *(f"held:        {tag}: {why}" for tag, why in self.held.items()),
                 *(f"skipped:     {tag}: {why}" for tag, why in self.skipped.items()),
+                *([f"release:     {self.release_line}"] if self.release_line else []),
             ]
         )
 
@@ -104,16 +121,43 @@ async def _held(
     return held_releases(settings, tags, deployed, now)
 
 
+async def _review(
+    settings: Settings,
+    registry: TagSource,
+    tags: list[str],
+    *,
+    deployed: str | None,
+    avoid: dict[str, str],
+    held: dict[str, str],
+) -> Review:
+    """What the releases a plan could pick say about themselves (never raises on registry
+    trouble: such a release is shown as unavailable)."""
+    lookup: Lookup = _no_release_info
+    if isinstance(registry, RegistryClient):
+        lookup = functools.partial(ReleaseCatalog().lookup, registry)
+    return await review_releases(lookup, settings, tags, deployed=deployed, avoid=avoid, held=held)
+
+
+async def _no_release_info(tag: str) -> ReleaseLookup:
+    return ReleaseUnavailable(tag, "this registry source cannot read release info")
+
+
 async def inspect(settings: Settings, registry: TagSource, clock: Clock) -> CheckReport:
     deployed = deployed_version(settings)
     tags = await registry.list_tags()
     now = clock.now()
     skipped = _skipped(settings, now)
-    held = await _held(settings, registry, tags, deployed, now)
+    by_age = await _held(settings, registry, tags, deployed, now)
     avoid = {**skipped, **_rolled_back(settings)}
-    plan = make_plan(tags, deployed, settings.policy.version_policy(), avoid, held)
+    review = await _review(settings, registry, tags, deployed=deployed, avoid=avoid, held=by_age)
+    plan, held = plan_with_review(
+        settings, tags, deployed=deployed, avoid=avoid, held=by_age, review=review
+    )
+    release, line = describe_release(settings, shown_version(plan, held), review)
     windows = settings.windows()
-    return CheckReport(plan, is_open(windows, now), next_opening(windows, now), held, skipped)
+    return CheckReport(
+        plan, is_open(windows, now), next_opening(windows, now), held, skipped, release, line
+    )
 
 
 async def check(settings: Settings, registry: TagSource, clock: Clock, as_json: bool) -> int:

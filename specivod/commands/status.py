@@ -1,19 +1,27 @@
-"""``specivod status`` and ``specivod history``: what the journal says."""
+"""``specivod status`` and ``specivod history``: what the journal says, and what the latest
+upgrade's target release says about itself (one quick registry read; never fails ``status``)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from specivod.adapters import compose
+from specivod.adapters.registry import registry_from_settings
+from specivod.adapters.registry.release import ReleaseCatalog, ReleaseLookup
 from specivod.commands import exit_codes
 from specivod.commands.journal_views import transaction_json, transaction_sentence
 from specivod.commands.output import emit_json, say
 from specivod.domain.errors import SpecivodError
+from specivod.domain.releases import ReleaseUnavailable, notes_link, release_json, release_line
 from specivod.domain.states import State
 from specivod.engine.controls import Controls, ControlState
-from specivod.engine.journal import Journal, Transaction
+from specivod.engine.journal import Journal, Kind, Transaction
+from specivod.retrying import RetryPolicy
 from specivod.settings import Settings
+
+STATUS_REGISTRY_SECONDS = 10.0
 
 
 def _pinned(settings: Settings) -> str | None:
@@ -32,8 +40,11 @@ def needs_a_person(latest: Transaction | None, controls: ControlState) -> bool:
     )
 
 
-def status_object(settings: Settings, journal: Journal, now: datetime) -> dict[str, Any]:
-    """The ``status --json`` object (the daemon's ``/api/v1/status`` adds its own fields)."""
+def status_object(
+    settings: Settings, journal: Journal, now: datetime, release: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``status --json`` object (the daemon's ``/api/v1/status`` adds its own fields);
+    ``release`` is what the latest upgrade's target says about itself (``release_json``)."""
     latest = journal.latest()
     steps = journal.steps(latest.id) if latest else []
     controls = Controls(settings.state.dir).state(now)
@@ -46,7 +57,37 @@ def status_object(settings: Settings, journal: Journal, now: datetime) -> dict[s
         "transaction": transaction_json(latest, steps) if latest else None,
         "controls": controls.as_json(),
         "windows_configured": len(settings.window),
+        "release": release,
     }
+
+
+def upgrade_target(latest: Transaction | None) -> str | None:
+    """The version the latest transaction moves to, when it is an upgrade."""
+    if latest is None or latest.kind is not Kind.UPGRADE:
+        return None
+    return latest.to_version
+
+
+async def _lookup(settings: Settings, version: str) -> ReleaseLookup:
+    """One quick try: ``status`` reads the journal and must not wait long on a registry."""
+    seconds = min(settings.registry.timeout.total_seconds(), STATUS_REGISTRY_SECONDS)
+    try:
+        async with (
+            asyncio.timeout(seconds),
+            registry_from_settings(settings.registry, retry=RetryPolicy(attempts=1)) as client,
+        ):
+            return await ReleaseCatalog().lookup(client, version)
+    except TimeoutError:
+        return ReleaseUnavailable(version, f"the registry did not answer within {seconds:g}s")
+
+
+def release_of(settings: Settings, version: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """(``release_json``, ``release_line``) of ``version``, read from the registry."""
+    if version is None:
+        return None, None
+    found = asyncio.run(_lookup(settings, version))
+    notes = notes_link(settings.policy.release_notes, version)
+    return release_json(version, found, notes), release_line(version, found, notes)
 
 
 def status(settings: Settings, as_json: bool) -> int:
@@ -54,7 +95,8 @@ def status(settings: Settings, as_json: bool) -> int:
     with Journal(settings.state.dir) as journal:
         latest = journal.latest()
         steps = journal.steps(latest.id) if latest else []
-        report = status_object(settings, journal, datetime.now(UTC))
+        release, line = release_of(settings, upgrade_target(latest))
+        report = status_object(settings, journal, datetime.now(UTC), release)
     if as_json:
         emit_json(report)
     else:
@@ -66,6 +108,8 @@ def status(settings: Settings, as_json: bool) -> int:
             say(f"last:     {transaction_sentence(latest)}")
             if steps:
                 say(f"step:     {steps[-1].state.name}: {steps[-1].detail}")
+            if line:
+                say(f"release:  {line}")
         say(f"controls: {_controls_sentence(report['controls'])}")
         if not settings.window:
             say("window:   none configured: the daemon never upgrades unattended")

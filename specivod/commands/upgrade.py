@@ -3,11 +3,16 @@ each, its progress on stdout, its outcome as the exit code."""
 
 from __future__ import annotations
 
+from specivod.adapters.clock import SystemClock
+from specivod.adapters.registry import registry_from_settings
+from specivod.adapters.registry.release import ReleaseCatalog
 from specivod.commands import exit_codes
+from specivod.commands.check import inspect
 from specivod.commands.journal_views import transaction_sentence
 from specivod.commands.output import error, say
 from specivod.commands.runtime import open_engine, print_progress, stop_on_signals
-from specivod.domain.errors import BackupError
+from specivod.domain.errors import BackupError, SpecivodError
+from specivod.domain.releases import notes_link, release_line
 from specivod.domain.states import RestoreMode, State
 from specivod.engine.context import StopFlag
 from specivod.engine.journal import Transaction
@@ -46,12 +51,47 @@ def _stopped_after(recovery: RecoveredFirst, command: str) -> int:
     return ROLLBACK_EXIT[recovery.recovered.state]
 
 
+def _holds_configured(settings: Settings) -> bool:
+    return bool(settings.policy.min_age) or settings.policy.attention_rule().configured
+
+
+async def _before(settings: Settings, to: str | None) -> str | int | None:
+    """The version to pass to the engine (``to``, or the target with every hold applied; None
+    lets the engine plan), or an exit code when everything newer is held. Says first what the
+    release says about itself."""
+    notes = settings.policy.release_notes
+    async with registry_from_settings(settings.registry) as registry:
+        if to is not None:
+            found = await ReleaseCatalog().lookup(registry, to)
+            say(release_line(to, found, notes_link(notes, to)))
+            return to
+        try:
+            report = await inspect(settings, registry, SystemClock())
+        except SpecivodError:
+            if _holds_configured(settings):
+                raise
+            return None  # the engine recovers first, then meets the same trouble (or not)
+    if report.plan.target is None:
+        if report.held and any(v.tag in report.held for v in report.plan.candidates):
+            say(f"nothing to upgrade: {report.plan.reason}")
+            return exit_codes.OK
+        return None
+    if report.release_line:
+        say(report.release_line)
+    return report.plan.target.tag if _holds_configured(settings) else None
+
+
 async def upgrade(settings: Settings, *, to: str | None, now: bool, force: bool) -> int:
+    """Without ``--to``, the policy's target with every hold applied (``policy.min_age`` and
+    releases marked for attention): a held release is installed only by ``--to``."""
+    chosen = await _before(settings, to)
+    if isinstance(chosen, int):
+        return chosen
     stop = StopFlag()
     stop_on_signals(stop)
     async with open_engine(settings, print_progress, stop) as engine:
         try:
-            result = await engine.upgrade(to=to, force=force, ignore_window=now)
+            result = await engine.upgrade(to=chosen, force=force, ignore_window=now)
         except NothingToDo as nothing:
             say(f"nothing to upgrade: {nothing}")
             return exit_codes.OK

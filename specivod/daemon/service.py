@@ -11,22 +11,33 @@ crash: the daemon stays up, says a person is needed, and only refuses upgrades.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from specivod.adapters import compose
 from specivod.adapters.clock import Clock, SystemClock
-from specivod.commands.status import needs_a_person
+from specivod.adapters.registry import registry_from_settings
+from specivod.adapters.registry.release import ReleaseCatalog, ReleaseSource
+from specivod.commands.status import needs_a_person, upgrade_target
 from specivod.config_loader import load_settings
 from specivod.daemon.alert_rollbacks import Vetoes, alert_reason, in_flight_upgrade
 from specivod.daemon.extra_metrics import DaemonCollector, DaemonView
 from specivod.daemon.guarded import GuardedEngine
 from specivod.daemon.notify import Notifier
-from specivod.daemon.planner import DaemonPlan, plan_unattended
+from specivod.daemon.planner import (
+    DaemonPlan,
+    Review,
+    held_releases,
+    plan_unattended,
+    review_releases,
+    unattended_avoid,
+)
 from specivod.daemon.poller import Poller
 from specivod.daemon.reports import daemon_view, metrics_snapshot, status_report
 from specivod.daemon.scheduling import Gate, expected_duration, window_verdict
@@ -34,18 +45,20 @@ from specivod.daemon.tasks import stop_on_signals as resolve_on_signals
 from specivod.daemon.tasks import supervise
 from specivod.daemon.totals import Totals, last_upgrade, read_totals
 from specivod.domain.errors import ConfigError, LockedError, SpecivodError
+from specivod.domain.releases import ReleaseUnavailable, notes_link, release_json
 from specivod.engine.context import StopFlag
 from specivod.engine.controls import Controls, ControlState
 from specivod.engine.handled_alerts import HandledAlerts
 from specivod.engine.journal import Journal, Kind, Transaction
 from specivod.engine.service import NothingToDo
 from specivod.metrics import CachedRenderer, MetricsSnapshot, make_registry
-from specivod.settings import Settings
+from specivod.settings import RegistrySettings, Settings
 from specivod.web.app import WebhookSettings, make_app, serve
 from specivod.web.webhook import LastUpgrade, RollbackRequest, SeenAlerts, new_webhook_counts
 
 log = logging.getLogger(__name__)
 
+OpenRegistry = Callable[[RegistrySettings], AbstractAsyncContextManager[ReleaseSource]]
 SHUTDOWN_GRACE = 1200.0
 """Seconds the tasks get to finish after SIGTERM (a rollback in progress); below TimeoutStopSec."""
 EXTEND_EVERY = 10.0
@@ -61,8 +74,10 @@ class Daemon:
         notifier: Notifier | None = None,
         clock: Clock | None = None,
         load: Callable[[Path], Settings] = load_settings,
+        open_registry: OpenRegistry = registry_from_settings,
     ) -> None:
         self.settings = settings
+        self._open_registry = open_registry
         self._config_path = config_path
         self._load = load
         self.notifier = notifier or Notifier()
@@ -75,6 +90,9 @@ class Daemon:
         self.controls = ControlState()
         self.deployed: str | None = None
         self.plan: DaemonPlan | None = None
+        self.catalog = ReleaseCatalog()
+        self.review: Review | None = None
+        self._reviewed_poll: datetime | None = None
         self.gate: Gate | None = None
         self.running: Transaction | None = None
         self.step = "starting"
@@ -229,6 +247,7 @@ class Daemon:
             controls=self.controls,
             journal=self.journal,
             now=now,
+            review=self.review,
         )
         expected = expected_duration(
             self.totals.upgrade_durations, settings.policy.expected_duration
@@ -252,8 +271,32 @@ class Daemon:
         )
         return self.gate
 
+    async def review_releases(self, now: datetime) -> None:
+        """Read what the releases the plan could pick say about themselves; the catalog asks
+        for a tag's digest again only after a new poll."""
+        tags = self.poller.state.tags
+        if tags is None:
+            return
+        if self.poller.state.last_success != self._reviewed_poll:
+            self._reviewed_poll = self.poller.state.last_success
+            self.catalog.expire()
+        settings = self.settings
+        deployed = self._read_deployed()
+        avoid = unattended_avoid(Controls(settings.state.dir).state(now), self.journal)
+        held = held_releases(settings, tags, deployed, now)
+        async with self._open_registry(settings.registry) as client:
+            self.review = await review_releases(
+                functools.partial(self.catalog.lookup, client),
+                settings,
+                tags,
+                deployed=deployed,
+                avoid=avoid,
+                held=held,
+            )
+
     async def tick(self) -> None:
         now = self.clock.now()
+        await self.review_releases(now)
         gate = self.decide(now)
         self._report_once(gate.needs_a_person or gate.pin_problem)
         plan = self.plan
@@ -277,7 +320,9 @@ class Daemon:
             log.error("unattended upgrades stopped: %s", problem)
 
     async def upgrade(self, target: str) -> None:
-        log.info("unattended upgrade to %s", target)
+        plan = self.plan
+        about = plan.release_line if plan and plan.target == target else None
+        log.info("unattended upgrade to %s; %s", target, about or f"release {target}")
         try:
             async with self._engine() as engine:
                 result = await engine.upgrade(to=target, trigger="schedule")
@@ -346,7 +391,16 @@ class Daemon:
         return daemon_view(self)
 
     def status(self) -> dict[str, Any]:
-        return status_report(self)
+        report = status_report(self)
+        report["daemon"]["release"] = self.plan.release if self.plan else None
+        version = upgrade_target(self.journal.latest())
+        if version is not None:
+            found = self.catalog.cached(version) or ReleaseUnavailable(
+                version, "not read by the daemon yet"
+            )
+            notes = notes_link(self.settings.policy.release_notes, version)
+            report["release"] = release_json(version, found, notes)
+        return report
 
     def reload(self) -> None:
         """SIGHUP: the new file, or the old settings with the new file's problems logged."""

@@ -1,4 +1,5 @@
-"""The registry client: tags and manifest digests of one repository over the distribution API v2."""
+"""The registry client: tags, manifest digests and release info of one repository over the
+distribution API v2."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from specivod.adapters.registry.credentials import (
     CredentialSource,
     StaticCredentials,
 )
+from specivod.adapters.registry.release import read_release
 from specivod.adapters.registry.tokens import fetch_token
 from specivod.adapters.registry.transport import Reply, Transport
 from specivod.domain.errors import (
@@ -32,6 +34,7 @@ from specivod.domain.errors import (
     RegistryProtocolError,
 )
 from specivod.domain.references import ImageReference
+from specivod.domain.releases import ReleaseInfo
 from specivod.retrying import RetryPolicy
 
 Scheme = Literal["auto", "https", "http"]
@@ -42,6 +45,8 @@ MANIFEST_MEDIA_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
 )
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+"""A manifest or image config larger than this is not read (real ones are a few kilobytes)."""
 _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}")
 
@@ -153,6 +158,43 @@ class RegistryClient:
         if not _DIGEST.fullmatch(digest):
             raise self._protocol_error(f"tag {tag!r} has a malformed digest {digest!r}")
         return digest
+
+    async def manifest_document(self, reference: str) -> tuple[str, bytes]:
+        """(digest, body) of the manifest or index that ``reference`` (a tag or a digest) names."""
+        if not (_TAG.fullmatch(reference) or _DIGEST.fullmatch(reference)):
+            raise RegistryNotFound(f"{self._where}: {reference!r} is not a valid tag or digest")
+        what = f"manifest {reference!r}"
+        reply = await self._get_ok(
+            self._api(f"manifests/{reference}"), accept=", ".join(MANIFEST_MEDIA_TYPES), what=what
+        )
+        self._bounded(reply, what)
+        digest = reply.headers.get("Docker-Content-Digest")
+        if digest is None or not _DIGEST.fullmatch(digest):
+            digest = "sha256:" + hashlib.sha256(reply.body).hexdigest()
+        return digest, reply.body
+
+    async def blob(self, digest: str) -> bytes:
+        """A blob small enough to read whole (an image config), checked against its digest."""
+        if not _DIGEST.fullmatch(digest):
+            raise self._protocol_error(f"malformed blob digest {digest!r}")
+        what = f"blob {digest}"
+        reply = await self._get_ok(self._api(f"blobs/{digest}"), accept="*/*", what=what)
+        self._bounded(reply, what)
+        algorithm, _, expected = digest.partition(":")
+        if algorithm == "sha256" and hashlib.sha256(reply.body).hexdigest() != expected:
+            raise self._protocol_error(f"{what} does not match its digest")
+        return reply.body
+
+    async def release_info(self, tag: str, digest: str | None = None) -> ReleaseInfo:
+        """``tag``'s OCI labels and annotations and its image creation time, without pulling;
+        with ``digest``, read from that manifest (what the tag was just seen to point at)."""
+        return await read_release(self, tag, digest)
+
+    def _bounded(self, reply: Reply, what: str) -> None:
+        if len(reply.body) > MAX_DOCUMENT_BYTES:
+            raise self._protocol_error(
+                f"{what} is {len(reply.body)} bytes, more than {MAX_DOCUMENT_BYTES} allowed"
+            )
 
     def _api(self, suffix: str) -> URL:
         return self.base_url.with_path(f"/v2/{self.reference.path}/{suffix}")
