@@ -44,9 +44,19 @@ def settings(tmp_path: Path, pinned: str = "0.1.10", **policy: Any) -> Settings:
     )
 
 
-def daemon(tmp_path: Path, **kwargs: Any) -> tuple[Daemon, FakeClock]:
+def daemon(tmp_path: Path, releases: Any = None, **kwargs: Any) -> tuple[Daemon, FakeClock]:
+    """A daemon on ``TAGS``; ``releases`` answers its release-info reads (default: a registry
+    whose releases say nothing, so no test reaches for the network)."""
+    from tests.unit.test_release_planning import FakeReleases
+
     clock = FakeClock(NOW)
-    made = Daemon(settings(tmp_path, **kwargs), tmp_path / "c.toml", clock=clock)
+    source = releases or FakeReleases()
+    made = Daemon(
+        settings(tmp_path, **kwargs),
+        tmp_path / "c.toml",
+        clock=clock,
+        open_registry=lambda _: source,
+    )
     made.poller.state.tags = list(TAGS)
     return made, clock
 
