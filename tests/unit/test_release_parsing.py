@@ -95,13 +95,20 @@ async def test_labels_come_from_the_config_blob_and_annotations_win() -> None:
 async def test_an_index_is_followed_to_linux_amd64_not_its_first_entry() -> None:
     docs = Documents()
     arm = docs.image(title("arm build"))
-    amd = docs.image({**title("amd build"), OCI + "description": "from amd64 config"})
+    amd = docs.image(
+        {**title("amd build"), OCI + "description": "from amd64 config"},
+        annotations={**title("amd annotation"), OCI + "url": "https://amd.example"},
+    )
     index = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [
             {"digest": arm, "platform": {"os": "linux", "architecture": "arm64"}},
-            {"digest": amd, "platform": {"os": "linux", "architecture": "amd64"}},
+            {
+                "digest": amd,
+                "platform": {"os": "linux", "architecture": "amd64"},
+                "annotations": {OCI + "url": "https://entry.example"},
+            },
         ],
         "annotations": title("from the index"),
     }
@@ -112,6 +119,7 @@ async def test_an_index_is_followed_to_linux_amd64_not_its_first_entry() -> None
     assert info.digest == top
     assert info.get("title") == "from the index"
     assert info.get("description") == "from amd64 config"
+    assert info.get("url") == "https://entry.example"
     assert arm not in docs.reads and amd in docs.reads
 
 
