@@ -39,6 +39,7 @@ from specivod.domain.references import ImageReference, parse_reference
 from specivod.domain.releases import AttentionRule
 from specivod.domain.versions import Step, VersionPolicy
 from specivod.domain.windows import DAY_NAMES, Window
+from specivod.settings_smoke import SmokeCheck, check_scenario
 from specivod.release_settings import AttentionLabel, valid_notes_template, valid_pattern
 
 DEFAULT_CONFIG = Path("/etc/specivod/specivod.toml")
@@ -240,14 +241,6 @@ class DeploymentSettings(Section):
         return self.project_dir / self.env_file
 
 
-class SmokeCheck(Section):
-    name: str
-    url: Url
-    method: Literal["GET", "HEAD", "POST"] = "GET"
-    expect_status: int = Field(200, ge=100, le=599)
-    contains: str | None = Field(None, description="Text the response body must contain.")
-
-
 class HealthSettings(Section):
     service: str = Field("api", description="Service whose Docker health gates an upgrade.")
     url: Url | None = Field(None, description="Must answer 2xx.")
@@ -256,11 +249,38 @@ class HealthSettings(Section):
     )
     interval: Duration = Field(timedelta(seconds=5), description="Pause between health checks.")
     timeout: Duration = Field(timedelta(seconds=5), description="Limit for one HTTP check.")
-    smoke: list[SmokeCheck] = Field(default_factory=list, description="Checks after health.")
+    base_url: Url | None = Field(
+        None,
+        description="Specivo's address for the smoke scenario: a step URL written as a path is "
+        "appended to it; commands get it as SPECIVOD_BASE_URL.",
+    )
+    secrets: dict[str, FileSecret] = Field(
+        default_factory=dict,
+        description="Placeholder name → file holding the value, e.g. password = "
+        "'/etc/specivod/smoke-password' for {password} in smoke steps.",
+    )
+    smoke: list[SmokeCheck] = Field(
+        default_factory=list, description="The smoke scenario: steps run in order after health."
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, secrets: dict[str, FileSecret]) -> dict[str, FileSecret]:
+        if bad := [name for name in secrets if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)]:
+            raise ValueError(f"secret names must be identifiers: {', '.join(bad)}")
+        return secrets
+
+    @model_validator(mode="after")
+    def _placeholders_resolve(self) -> HealthSettings:
+        check_scenario(self.smoke, self.secrets, self.base_url is not None)
+        return self
 
     @property
     def budget(self) -> timedelta:
         return self.retries * self.interval
+
+    def secret_values(self) -> dict[str, str]:
+        return {name: secret.value.get_secret_value() for name, secret in self.secrets.items()}
 
 
 class BackupSettings(Section):

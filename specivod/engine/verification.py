@@ -1,8 +1,10 @@
 """The health gate an upgrade must pass: every versioned service (whose image the version pins)
-and the health service run that version's image and Docker reports each healthy, the optional
-health URL answers 2xx, and every smoke check passes, all within ``health.retries`` ×
-``health.interval``. A container without a Docker healthcheck must also be seen running,
-unrestarted, at two checks in a row. The verdict names the service that failed."""
+and the health service run that version's image and Docker reports each healthy, and the
+optional health URL answers 2xx, within ``health.retries`` × ``health.interval``. A container
+without a Docker healthcheck must also be seen running, unrestarted, at two checks in a row.
+Then the smoke scenario runs, once: health is retried because a starting app is not healthy yet,
+a scenario is not, because its steps change data (a retried "open an issue" opens two). The
+verdict names the service, or the smoke step, that failed."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from specivod.adapters.clock import Clock
 from specivod.domain.errors import DeploymentError
 from specivod.domain.references import ImageReference, parse_reference
 from specivod.engine.ports import Deployment, HttpProbe, ServiceState
+from specivod.engine.smoke import SmokeScenario
+from specivod.engine.smoke_steps import SmokeCommands, SmokeHttp
 from specivod.retrying import at_fixed_interval
-from specivod.settings import HealthSettings, SmokeCheck
+from specivod.settings import HealthSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,10 @@ class HealthGate:
         settings: HealthSettings,
         repository: ImageReference,
         clock: Clock,
+        *,
+        commands: SmokeCommands | None = None,
     ) -> None:
+        """Smoke requests go through ``probe`` when it can send them (``SmokeHttp``)."""
         self._deployment = deployment
         self._probe = probe
         self._settings = settings
@@ -104,8 +111,23 @@ class HealthGate:
         self._images: dict[str, str] | None = None
         self._last_seen: dict[str, ServiceState] = {}
         self.veto: Veto = _no_veto
+        http = probe if isinstance(probe, SmokeHttp) else None
+        self._scenario = SmokeScenario(settings, http, commands)
 
-    async def verify(self, version: str) -> Verdict:
+    async def verify(self, version: str, from_version: str | None = None) -> Verdict:
+        """Health within the budget, then the smoke scenario once (``from_version``: the
+        version being replaced, for the scenario's placeholders and commands)."""
+        health = await self._health(version)
+        if not health.healthy or not self._settings.smoke:
+            return health
+        if (vetoed := self.veto(version)) is not None:
+            return Verdict(False, health.attempts, f"verification vetoed: {vetoed}")
+        scenario = await self._scenario.run(version, from_version)
+        if not scenario.passed:
+            return Verdict(False, health.attempts, scenario.detail)
+        return Verdict(True, health.attempts, f"{health.detail}, {scenario.detail}")
+
+    async def _health(self, version: str) -> Verdict:
         settings = self._settings
         attempts = 0
         self._images = None
@@ -154,11 +176,8 @@ class HealthGate:
         if failed:
             raise NotHealthyYet("; ".join(failed))
         if self._settings.url:
-            await self._expect(self._settings.url, "GET", None, None)
+            await self._expect_2xx(self._settings.url)
             passed.append("health URL 2xx")
-        for check in self._settings.smoke:
-            await self._smoke(check)
-            passed.append(f"smoke '{check.name}'")
         return ", ".join(passed)
 
     async def _check_service(self, service: str, expected: str | None, version: str) -> str:
@@ -185,18 +204,10 @@ class HealthGate:
             )
         return f"{service} {state.health or 'running, without restarts'}"
 
-    async def _smoke(self, check: SmokeCheck) -> None:
-        await self._expect(check.url, check.method, check.expect_status, check.contains)
-
-    async def _expect(
-        self, url: str, method: str, status: int | None, contains: str | None
-    ) -> None:
+    async def _expect_2xx(self, url: str) -> None:
         try:
-            answer = await self._probe.request(method, url, self._settings.timeout.total_seconds())
+            answer = await self._probe.request("GET", url, self._settings.timeout.total_seconds())
         except OSError as error:
             raise NotHealthyYet(str(error)) from None
-        ok_status = answer.status == status if status is not None else 200 <= answer.status < 300
-        if not ok_status:
-            raise NotHealthyYet(f"{method} {url} answered {answer.status}")
-        if contains is not None and contains not in answer.body:
-            raise NotHealthyYet(f"{method} {url} did not contain {contains!r}")
+        if not 200 <= answer.status < 300:
+            raise NotHealthyYet(f"GET {url} answered {answer.status}")

@@ -9,8 +9,10 @@ from datetime import timedelta
 from specivod.domain.errors import DeploymentError
 from specivod.domain.references import parse_reference
 from specivod.engine.ports import HttpAnswer, ServiceState
+from specivod.engine.smoke_steps import HttpRequest
 from specivod.engine.verification import HealthGate
-from specivod.settings import HealthSettings, SmokeCheck
+from specivod.settings import HealthSettings
+from specivod.settings_smoke import SmokeCheck
 from tests.unit.fakes import FakeClock
 
 IMAGE = "127.0.0.1:5000/specivo/specivo"
@@ -52,12 +54,17 @@ class ScriptedDeployment:
 class ScriptedProbe:
     def __init__(self, answers: dict[str, HttpAnswer | OSError]) -> None:
         self.answers = answers
+        self.asked: list[str] = []
 
     async def request(self, method: str, url: str, timeout: float) -> HttpAnswer:
+        self.asked.append(url)
         answer = self.answers[url]
         if isinstance(answer, OSError):
             raise answer
         return answer
+
+    async def send(self, request: HttpRequest, timeout: float) -> HttpAnswer:
+        return await self.request(request.method, request.url, timeout)
 
 
 def _gate(
@@ -155,13 +162,57 @@ async def test_health_url_and_smoke_checks_must_pass_too() -> None:
     verdict = await gate.verify("0.2.0")
 
     assert not verdict.healthy
-    assert "did not contain '\"0.2.0\"'" in verdict.detail
+    assert "failed smoke step 'version'" in verdict.detail
+    assert "does not contain '\"0.2.0\"'" in verdict.detail
 
     probe.answers["http://127.0.0.1:8080/api/version"] = HttpAnswer(200, '{"version": "0.2.0"}')
     verdict = await gate.verify("0.2.0")
 
     assert verdict.healthy
-    assert verdict.detail == "api healthy, health URL 2xx, smoke 'version'"
+    assert verdict.detail == "api healthy, health URL 2xx, smoke 'version' passed"
+
+
+async def test_the_scenario_runs_once_after_health_passed_not_at_every_check() -> None:
+    create = "http://127.0.0.1:8080/api/issues"
+    probe = ScriptedProbe({create: HttpAnswer(500, "database busy")})
+    smoke = SmokeCheck(name="open an issue", url=create, method="POST", expect_status=201)
+    gate, deployment, _ = _gate([STARTING, STARTING, HEALTHY], probe=probe, smoke=[smoke])
+
+    verdict = await gate.verify("0.2.0")
+
+    assert not verdict.healthy
+    assert deployment.asked == 3, "health is retried until it passes"
+    assert probe.asked == [create], "the scenario is not retried"
+    assert verdict.detail.startswith("failed smoke step 'open an issue': POST")
+
+
+async def test_an_unhealthy_release_never_runs_the_scenario() -> None:
+    probe = ScriptedProbe({})
+    smoke = SmokeCheck(name="open an issue", url="http://127.0.0.1:8080/api/issues")
+    gate, _, _ = _gate([STARTING], probe=probe, retries=2, smoke=[smoke])
+
+    verdict = await gate.verify("0.2.0")
+
+    assert not verdict.healthy and "not healthy after 2 checks" in verdict.detail
+    assert probe.asked == []
+
+
+async def test_a_veto_after_health_stops_the_scenario_before_it_starts() -> None:
+    probe = ScriptedProbe({})
+    smoke = SmokeCheck(name="open an issue", url="http://127.0.0.1:8080/api/issues")
+    gate, _, _ = _gate([HEALTHY], probe=probe, smoke=[smoke])
+    calls: list[str] = []
+
+    def veto(version: str) -> str | None:
+        calls.append(version)
+        return "SpecivoDown firing" if len(calls) > 1 else None
+
+    gate.veto = veto
+
+    verdict = await gate.verify("0.2.0")
+
+    assert verdict.detail == "verification vetoed: SpecivoDown firing"
+    assert probe.asked == []
 
 
 async def test_an_unreachable_health_url_is_a_failed_check() -> None:
