@@ -1,6 +1,7 @@
 """The registry client against the real CNCF distribution registry: anonymous, htpasswd Basic
-auth, token auth with real signed JWTs, 1,500 tags across pages, refusals, and digests equal to
-what the registry reported when the manifest was pushed."""
+auth, token auth with real signed JWTs, 1,500 tags across pages, refusals, digests equal to
+what the registry reported when the manifest was pushed, and release info (config labels,
+manifest and index annotations, an index followed to linux/amd64) read without a layer."""
 
 from __future__ import annotations
 
@@ -9,16 +10,26 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from specivod.adapters.registry import Credentials, DockerConfigCredentials, RegistryClient
+from specivod.adapters.registry.release import ReleaseCatalog
 from specivod.domain.errors import RegistryAuthError, RegistryNotFound
 from specivod.domain.references import ImageReference
 from specivod.retrying import RetryPolicy, no_sleep
-from tests.support.oci_push import DOCKER_MANIFEST, PushedImage, add_tags, push_image
+from tests.support.oci_push import (
+    DOCKER_MANIFEST,
+    OCI_MANIFEST,
+    PushedImage,
+    RegistryConnection,
+    add_tags,
+    push_image,
+)
 from tests.support.paging_proxy import PagingProxy
 from tests.support.registry import RegistryProcess, start_registry
 from tests.support.token_server import TokenServer
@@ -242,3 +253,130 @@ async def test_token_auth_anonymous_refused(token_registry: TokenDeployment) -> 
     async with client(token_registry.registry.address) as registry:
         with pytest.raises(RegistryAuthError, match="refused anonymous access"):
             await registry.list_tags()
+
+
+# Release info: labels in the image config, annotations on the manifest and on an index.
+
+NOTES_REPO = "specivo/notes"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI = "org.opencontainers.image."
+TITLE, DESCRIPTION, SOURCE, REVISION = (
+    OCI + k for k in ("title", "description", "source", "revision")
+)
+
+
+def _oci_image(
+    connection: RegistryConnection,
+    tag: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    architecture: str = "amd64",
+) -> dict[str, object]:
+    """Push an OCI image whose config carries ``labels`` and whose manifest ``annotations``
+    as ``tag``; its index descriptor."""
+    config = json.dumps(
+        {
+            "architecture": architecture,
+            "os": "linux",
+            "created": "2026-03-04T05:06:07Z",
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "size": len(config),
+                "digest": connection.upload_blob(NOTES_REPO, config),
+            },
+            "layers": [],
+            "annotations": annotations,
+        }
+    ).encode()
+    return {
+        "mediaType": OCI_MANIFEST,
+        "size": len(manifest),
+        "digest": connection.put_manifest(NOTES_REPO, tag, manifest, OCI_MANIFEST),
+        "platform": {"os": "linux", "architecture": architecture},
+    }
+
+
+def push_release_images(url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """``1.0.0``: one OCI image (labels, and an annotation that wins); ``2.0.0``: an index of an
+    arm64 (first) and an amd64 image, with annotations of its own. Tag → digest."""
+    connection = RegistryConnection(url, headers)
+    try:
+        single = _oci_image(
+            connection,
+            "1.0.0",
+            {TITLE: "label title", DESCRIPTION: "From the config.", REVISION: "abc123"},
+            {TITLE: "annotated title"},
+        )
+        arm = _oci_image(connection, "2.0.0-arm64", {TITLE: "arm64 build"}, {}, "arm64")
+        amd = _oci_image(
+            connection, "2.0.0-amd64", {TITLE: "amd64 build", DESCRIPTION: "BREAKING: reindex"}, {}
+        )
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [arm, amd],
+                "annotations": {SOURCE: "https://example.org/specivo", TITLE: "Specivo 2.0"},
+            }
+        ).encode()
+        index_digest = connection.put_manifest(NOTES_REPO, "2.0.0", index, OCI_INDEX)
+    finally:
+        connection.close()
+    return {"1.0.0": str(single["digest"]), "2.0.0": index_digest}
+
+
+async def assert_release_info(address: str, digests: dict[str, str], **kwargs: Any) -> None:
+    async with client(address, NOTES_REPO, **kwargs) as registry:
+        single = await registry.release_info("1.0.0")
+        index = await registry.release_info("2.0.0")
+        assert await registry.manifest_digest("2.0.0") == index.digest
+    assert single.digest == digests["1.0.0"]
+    assert single.shown() == {
+        TITLE: "annotated title",
+        DESCRIPTION: "From the config.",
+        REVISION: "abc123",
+    }
+    assert single.image_created == datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert index.digest == digests["2.0.0"]
+    assert index.shown() == {
+        TITLE: "Specivo 2.0",
+        DESCRIPTION: "BREAKING: reindex",
+        SOURCE: "https://example.org/specivo",
+    }
+
+
+async def test_release_info_from_labels_annotations_and_an_index(anonymous: Deployment) -> None:
+    url = anonymous.registry.url
+    await assert_release_info(anonymous.registry.address, push_release_images(url))
+
+
+async def test_release_info_with_token_auth(token_registry: TokenDeployment) -> None:
+    scope = {"type": "repository", "name": NOTES_REPO, "actions": ["pull", "push"]}
+    pusher = token_registry.tokens.issue("pusher", [scope])
+    digests = push_release_images(
+        token_registry.registry.url, {"Authorization": f"Bearer {pusher}"}
+    )
+    await assert_release_info(token_registry.registry.address, digests, credentials=alice())
+
+
+async def test_the_catalog_reads_an_unchanged_release_with_one_head(
+    anonymous: Deployment,
+) -> None:
+    push_release_images(anonymous.registry.url)
+    catalog = ReleaseCatalog()
+    async with client(anonymous.registry.address, NOTES_REPO) as registry:
+        first = await catalog.lookup(registry, "2.0.0")
+        cost = registry.requests
+        catalog.expire()
+        again = await catalog.lookup(registry, "2.0.0")
+        assert registry.requests - cost == 1
+    assert first == again
+    assert cost == 4  # HEAD, the index, the amd64 manifest, its config blob
