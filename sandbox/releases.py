@@ -16,6 +16,13 @@ class Behaviour(StrEnum):
     that outlived the health budget)."""
     WORKER_NEVER_HEALTHY = "worker-never-healthy"
     """The api gets healthy; the same image run as a worker (``SPECIVO_ROLE=worker``) never."""
+    SEARCH_BROKEN = "search-broken"
+    """Healthy, signs in and opens issues, but every search finds nothing."""
+
+
+SMOKE_USER = "specivod-smoke"
+SMOKE_PASSWORD = "sandbox-smoke-pw-6b1f0e93"  # noqa: S105 (the sandbox's own, in every image)
+"""The user every release's API signs in (``cgi-bin/api``); the smoke scenario's secret."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class Release:
         return (
             f"VERSION={self.version}\nBEHAVIOUR={self.behaviour}\n"
             f"SCHEMA={self.schema}\nSTART_DELAY={self.start_delay}\n"
+            f"SMOKE_USER={SMOKE_USER}\nSMOKE_PASSWORD={SMOKE_PASSWORD}\n"
         )
 
 
@@ -45,6 +53,7 @@ RELEASES = (
     Release("0.2.4", Behaviour.HEALTHY, 1, blob_missing=True),
     Release("0.3.0-rc.1", Behaviour.HEALTHY, 2),
     Release("0.2.3-late.1", Behaviour.MIGRATE_LATE, 2),
+    Release("0.2.8-search.1", Behaviour.SEARCH_BROKEN, 2),
 )
 BY_VERSION = {release.version: release for release in RELEASES}
 BASELINE = "0.1.10"
@@ -53,6 +62,9 @@ NEVER_HEALTHY = "0.2.1"
 SLOW = "0.2.2"
 MIGRATES_THEN_FAILS = "0.2.3"
 UNPULLABLE = "0.2.4"
+SEARCH_BROKEN = "0.2.8-search.1"
+"""Healthy but its search finds nothing. A pre-release below 0.3.0-rc.1 (the registry's latest)
+that no other test's pre-release range holds (they stop below 0.2.0)."""
 MISSING = "0.2.9"
 """A tag that exists nowhere."""
 
