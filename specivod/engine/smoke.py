@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ def _new_run_id() -> str:
 def describe(step: SmokeCheck, base_url: str | None) -> str:
     """The step as configured: ``POST /api/issues`` or ``command `check.sh```."""
     if step.command is not None:
-        return f"command `{' '.join(redaction.redact_argv(step.command))}`"
+        return f"command `{shlex.join(redaction.redact_argv(step.command))}`"
     return f"{step.method} {redaction.redact(step_url(step, base_url))}"
 
 
