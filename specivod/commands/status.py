@@ -79,6 +79,8 @@ async def _lookup(settings: Settings, version: str) -> ReleaseLookup:
             return await ReleaseCatalog().lookup(client, version)
     except TimeoutError:
         return ReleaseUnavailable(version, f"the registry did not answer within {seconds:g}s")
+    except SpecivodError as error:  # e.g. unreadable docker credentials: status still answers
+        return ReleaseUnavailable(version, str(error))
 
 
 def release_of(settings: Settings, version: str | None) -> tuple[dict[str, Any] | None, str | None]:
