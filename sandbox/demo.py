@@ -12,7 +12,14 @@ from sandbox.config import specivod_config, write_config
 from sandbox.deployment import SandboxDeployment, create_deployment
 from sandbox.dockerd import start_engine
 from sandbox.images import build_and_push
-from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MIGRATES_THEN_FAILS, UNPULLABLE
+from sandbox.releases import (
+    BASELINE,
+    HEALTHY_UPGRADE,
+    MIGRATES_THEN_FAILS,
+    SEARCH_BROKEN,
+    UNPULLABLE,
+)
+from sandbox.smoke import smoke_health
 from tests.support.registry import start_registry
 
 
@@ -48,15 +55,25 @@ def main() -> int:
     try:
         images = build_and_push(engine.client, registry.address)
         deployment = create_deployment(root, images, BASELINE)
-        config = write_config(root / "specivod.toml", specivod_config(deployment, root))
+        health = smoke_health(deployment, root)
+        config = write_config(
+            root / "specivod.toml", specivod_config(deployment, root, health=health)
+        )
         print(f"deployment in {deployment.directory}; config {config}")
         _show(deployment)
 
         _title("what would specivod install?")
         _specivod(config, "check")
 
-        _title(f"a healthy release that migrates the schema: {HEALTHY_UPGRADE}")
+        _title(
+            f"a healthy release that migrates the schema: {HEALTHY_UPGRADE} "
+            "(smoke: sign in, open an issue, search for it, delete it)"
+        )
         _specivod(config, "upgrade", "--now", "--to", HEALTHY_UPGRADE)
+        _show(deployment)
+
+        _title(f"a release that gets healthy but whose search finds nothing: {SEARCH_BROKEN}")
+        _specivod(config, "upgrade", "--now", "--to", SEARCH_BROKEN, "--force")
         _show(deployment)
 
         _title(f"a release whose image cannot be pulled: {UNPULLABLE}")

@@ -89,7 +89,7 @@ class SmokeScenario:
             try:
                 captured = await self._run(step, values, env)
             except StepFailed as error:
-                why = masked(f"{describe(step, self._base_url)} {error}")
+                why = masked(f"{describe(step, self._base_url)}: {error}")
                 if step.cleanup:
                     log.warning("smoke cleanup step '%s' failed: %s", step.name, why)
                     notes.append(f"cleanup '{step.name}' failed: {why}")

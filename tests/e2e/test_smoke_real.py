@@ -136,7 +136,7 @@ async def test_a_smoke_command_that_times_out_fails_the_verification_and_is_kill
     assert not verdict.healthy
     assert verdict.detail == (
         "failed smoke step 'hangs': command `sh -c '(sleep 3; touch "
-        f"{marker}) & sleep 30'` did not finish within 1s (killed)"
+        f"{marker}) & sleep 30'`: did not finish within 1s (killed)"
     )
     assert seconds < 10
     await asyncio.sleep(4)
@@ -167,5 +167,5 @@ async def test_a_smoke_command_gets_the_versions_and_its_failure_is_redacted(
 
     assert not verdict.healthy
     assert verdict.detail.startswith("failed smoke step 'browser test': command `sh -c")
-    assert verdict.detail.endswith("exited with 3: step 1 ok / login with ******** refused")
+    assert verdict.detail.endswith("`: exited with 3: step 1 ok / login with ******** refused")
     assert SMOKE_PASSWORD not in verdict.detail

@@ -154,7 +154,7 @@ async def test_a_healthy_release_whose_search_finds_nothing_fails_and_cleans_up(
 
     assert not outcome.passed
     assert outcome.detail.startswith(
-        f"failed smoke step 'search for it': GET {BASE}/api/search?q=smoke%20{{run_id}} "
+        f"failed smoke step 'search for it': GET {BASE}/api/search?q=smoke%20{{run_id}}: "
         "the answer has nothing at issues[0].id"
     )
     assert outcome.detail.endswith("; cleanup 'delete the issue' passed")
@@ -181,7 +181,7 @@ async def test_a_cleanup_whose_capture_never_happened_is_skipped(tmp_path: Path)
 
     assert not outcome.passed
     assert outcome.detail.startswith(
-        f"failed smoke step 'sign in': POST {BASE}/api/session answered 401, not 200"
+        f"failed smoke step 'sign in': POST {BASE}/api/session: answered 401, not 200"
     )
     assert "cleanup 'delete the issue' skipped: {issue_id}, {token} never captured" in (
         outcome.detail
@@ -200,7 +200,7 @@ async def test_a_failed_cleanup_is_reported_and_logged_but_fails_nothing(
 
     assert outcome.passed
     assert outcome.detail.endswith(
-        f"; cleanup 'delete the issue' failed: DELETE {BASE}/api/issues/{{issue_id}} "
+        f"; cleanup 'delete the issue' failed: DELETE {BASE}/api/issues/{{issue_id}}: "
         "answered 500, not 204: ''"
     )
     assert "smoke cleanup step 'delete the issue' failed" in caplog.text
@@ -253,7 +253,7 @@ async def test_a_failed_command_reports_its_last_lines_with_secrets_masked(tmp_p
 
     assert not outcome.passed
     assert outcome.detail == (
-        "failed smoke step 'browser test': command `smoke.sh` exited with 3: "
+        "failed smoke step 'browser test': command `smoke.sh`: exited with 3: "
         "line 5 / line 6 / line 7 / line 8 / login as smoke/******** refused"
     )
 
@@ -266,7 +266,7 @@ async def test_a_command_that_times_out_fails_the_step(tmp_path: Path) -> None:
 
     assert not outcome.passed
     assert outcome.detail == (
-        "failed smoke step 'slow script': command `smoke.sh` did not finish within 5s (killed)"
+        "failed smoke step 'slow script': command `smoke.sh`: did not finish within 5s (killed)"
     )
 
 
@@ -287,7 +287,7 @@ async def test_a_network_failure_names_the_step_not_the_rendered_url(tmp_path: P
     outcome = await _scenario(tmp_path, [SIGN_IN], Unreachable()).run("0.2.0", None)
 
     assert outcome.detail == (
-        f"failed smoke step 'sign in': POST {BASE}/api/session no answer: Connection refused"
+        f"failed smoke step 'sign in': POST {BASE}/api/session: no answer: Connection refused"
     )
 
 
