@@ -102,7 +102,10 @@ class HealthGate:
         *,
         commands: SmokeCommands | None = None,
     ) -> None:
-        """Smoke requests go through ``probe`` when it can send them (``SmokeHttp``)."""
+        """Smoke requests go through ``probe`` when it can send them (``SmokeHttp``); smoke
+        command steps need ``commands`` (``ValueError`` now, not a failed upgrade later)."""
+        if commands is None and any(step.is_command for step in settings.smoke):
+            raise ValueError("smoke command steps are configured but no command runner is given")
         self._deployment = deployment
         self._probe = probe
         self._settings = settings

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from specivod.domain.errors import DeploymentError
 from specivod.domain.references import parse_reference
 from specivod.engine.ports import HttpAnswer, ServiceState
@@ -326,3 +328,10 @@ async def test_a_health_service_outside_the_versioned_ones_is_held_to_the_regist
 
     assert not verdict.healthy
     assert "not version 0.2.0" in verdict.detail
+
+
+def test_a_gate_for_smoke_commands_without_a_command_runner_is_refused_at_once() -> None:
+    step = SmokeCheck(name="browser test", command=["smoke.sh"])
+
+    with pytest.raises(ValueError, match="no command runner"):
+        _gate([HEALTHY], smoke=[step])
