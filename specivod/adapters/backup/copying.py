@@ -54,7 +54,12 @@ class Copier:
             size, sha256 = self._copy_sparse(source, target, source_status.st_size, done)
         else:
             size, sha256 = self._copy_range(
-                source, target=target, start=0, end=None, digest=hashlib.sha256(), done=done
+                source,
+                target=target,
+                start=0,
+                end=source_status.st_size,
+                digest=hashlib.sha256(),
+                done=done,
             )
         return Copied(size, sha256, reflinked=False)
 

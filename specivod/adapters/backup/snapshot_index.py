@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import stat
 import tempfile
 import zlib
@@ -26,6 +27,7 @@ Kind = Literal["file", "dir", "symlink"]
 KINDS: frozenset[str] = frozenset({"file", "dir", "symlink"})
 HEADER = {"format": "specivod-snapshot-index", "version": 1}
 ROOT = "."
+_SHA256 = re.compile("[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ def _encode(entry: Entry) -> bytes:
         if name in _DEFAULTS and value == _DEFAULTS[name]:
             continue
         record[short] = value
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 def entry_of(
@@ -161,7 +163,7 @@ def read_index(path: Path) -> Iterator[Entry]:
     try:
         with gzip.open(path, "rb") as stream:
             header = stream.readline()
-            if _loads(header) != HEADER:
+            if _header(header) != HEADER:
                 raise ValueError(f"{path} is not a snapshot index (header {header[:80]!r})")
             for number, line in enumerate(stream, start=2):
                 try:
@@ -172,6 +174,13 @@ def read_index(path: Path) -> Iterator[Entry]:
         if isinstance(error, FileNotFoundError | PermissionError):
             raise
         raise ValueError(f"{path} is not a readable snapshot index: {error}") from None
+
+
+def _header(line: bytes) -> Any:
+    try:
+        return _loads(line)
+    except ValueError:
+        return None
 
 
 def _loads(line: bytes) -> Any:
