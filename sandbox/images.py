@@ -1,20 +1,23 @@
 """Build the sandbox images once and push them to the sandbox registry.
 
 ``specivo/postgres:15`` is PostgreSQL from the host's own binaries; ``specivo/specivo:<version>``
-are the fake releases of ``sandbox.releases``. Every image shares one base layer, so a release
-costs a few kilobytes. After pushing, the release tags are removed locally so that each
-``docker compose pull`` in a test really pulls from the registry.
+are the fake releases of ``sandbox.releases``, each with OCI labels saying what it is
+(``release_labels``). Every image shares one base layer, so a release costs a few kilobytes.
+``publish_index`` tags a multi-platform OCI index (with annotations) over pushed releases.
+After pushing, the release tags are removed locally so that each ``docker compose pull`` in a
+test really pulls from the registry.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,9 @@ from sandbox.rootfs import write_rootfs
 
 FILES = Path(__file__).parent / "files"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI = "org.opencontainers.image."
+CREATED = "2026-01-15T09:30:00Z"
 BASE = "specivo-sandbox/base:1"
 API_BASE = "specivo-sandbox/api-base:1"
 HEALTHCHECK = (
@@ -106,12 +112,34 @@ def _build_api_base(client: docker.DockerClient) -> None:
     _build(client, API_BASE, _context(dockerfile, files))
 
 
-def _build_release(client: docker.DockerClient, names: ImageNames, release: Release) -> str:
+def release_labels(release: Release) -> dict[str, str]:
+    """The OCI labels every sandbox release carries: what it says about itself."""
+    return {
+        OCI + "version": release.version,
+        OCI + "title": f"Specivo {release.version}",
+        OCI + "description": f"Sandbox release {release.version}: {release.behaviour}.",
+        OCI + "url": "https://specivo.example/",
+        OCI + "source": "https://git.specivo.example/specivo/specivo",
+        OCI + "revision": hashlib.sha256(release.version.encode()).hexdigest()[:40],
+        OCI + "created": CREATED,
+    }
+
+
+def _label_lines(labels: Mapping[str, str]) -> str:
+    return "".join(
+        f"LABEL {json.dumps(key)}={json.dumps(value)}\n" for key, value in labels.items()
+    )
+
+
+def _build_release(
+    client: docker.DockerClient,
+    names: ImageNames,
+    release: Release,
+    labels: Mapping[str, str] | None = None,
+) -> str:
     tag = f"{names.app}:{release.version}"
-    dockerfile = (
-        f"FROM {API_BASE}\n"
-        "COPY release /etc/specivo/release\n"
-        f'LABEL org.opencontainers.image.version="{release.version}"\n'
+    dockerfile = f"FROM {API_BASE}\nCOPY release /etc/specivo/release\n" + _label_lines(
+        {**release_labels(release), **(labels or {})}
     )
     _build(client, tag, _context(dockerfile, [("release", release.release_file().encode())]))
     return tag
@@ -143,12 +171,15 @@ def build_and_push(
 
 
 def push_releases(
-    client: docker.DockerClient, names: ImageNames, releases: Iterable[Release]
+    client: docker.DockerClient,
+    names: ImageNames,
+    releases: Iterable[Release],
+    labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Build ``releases`` as ``names.app`` on the api base of ``build_and_push``, push them and
-    drop the local tags."""
+    drop the local tags. ``labels`` adds labels per version (over ``release_labels``)."""
     for release in releases:
-        tag = _build_release(client, names, release)
+        tag = _build_release(client, names, release, (labels or {}).get(release.version))
         _push(client, tag)
         forget(client, tag)
 
@@ -159,6 +190,52 @@ def push_image(client: docker.DockerClient, tag: str, dockerfile: str) -> str:
     _build(client, tag, _context(dockerfile, []))
     _push(client, tag)
     return str(client.images.get(tag).id)
+
+
+def publish_index(
+    registry: str,
+    repository: str,
+    tag: str,
+    platforms: Mapping[str, str],
+    annotations: Mapping[str, str],
+) -> str:
+    """Tag ``tag`` as a multi-platform OCI index with ``annotations`` over already pushed
+    images (``platforms``: architecture → the tag of a linux image, in index order); its
+    digest. No image is pulled or rebuilt: the index only points at their manifests."""
+    entries = []
+    for architecture, source in platforms.items():
+        request = urllib.request.Request(
+            f"http://{registry}/v2/{repository}/manifests/{source}",
+            headers={"Accept": DOCKER_MANIFEST},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+            entries.append(
+                {
+                    "mediaType": response.headers["Content-Type"],
+                    "size": len(body),
+                    "digest": response.headers["Docker-Content-Digest"],
+                    "platform": {"os": "linux", "architecture": architecture},
+                }
+            )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": entries,
+            "annotations": dict(annotations),
+        }
+    ).encode()
+    put = urllib.request.Request(
+        f"http://{registry}/v2/{repository}/manifests/{tag}",
+        data=index,
+        method="PUT",
+        headers={"Content-Type": OCI_INDEX},
+    )
+    with urllib.request.urlopen(put, timeout=10) as response:
+        if response.status != 201:
+            raise RuntimeError(f"registry refused the index {tag}: {response.status}")
+        return str(response.headers["Docker-Content-Digest"])
 
 
 def lose_top_layer(registry: str, repository: str, tag: str) -> None:
