@@ -7,11 +7,15 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import stat
 from pathlib import Path
 
+from specivod.adapters.backup.snapshot import Previous, take_snapshot
+
 IS_ROOT = os.geteuid() == 0
 OTHER_UID, OTHER_GID = 4321, 8765
+MIB = 1 << 20
 
 Description = dict[str, tuple[object, ...]]
 
@@ -87,3 +91,50 @@ def contents(root: Path) -> list[str]:
         for name in names
         if stat.S_ISREG((Path(directory) / name).lstat().st_mode)
     )
+
+
+def two_snapshots(tmp_path: Path) -> tuple[list[str], Description]:
+    """Snapshot, change 1 %, snapshot again, delete the first: the paths and the second's state."""
+    data = tmp_path / "data"
+    paths = build_tree(data)
+    (data / "links").mkdir()
+    (data / "links" / "passwd").symlink_to("/etc/passwd")
+    (data / "links" / "out").symlink_to("../../outside")
+    os.link(data / paths[0], data / "links" / "hard")
+    with (data / "sparse.img").open("wb") as stream:
+        stream.truncate(32 * MIB)
+        stream.seek(8 * MIB)
+        stream.write(b"data in the middle")
+    take_snapshot(data, tmp_path / "one", tmp_path / "one.index", None)
+    change_files(data, paths, every=100, salt=b"release 2")
+    summary = take_snapshot(
+        data,
+        tmp_path / "two",
+        tmp_path / "two.index",
+        Previous(tmp_path / "one", tmp_path / "one.index"),
+    )
+    assert summary.files_copied == 10
+    shutil.rmtree(tmp_path / "one")
+    return paths, describe(data)
+
+
+def failed_release(data: Path, paths: list[str]) -> list[str]:
+    """What a failed release does to the data dir; the sha256 of every file content it replaced
+    or added, which a restore must keep aside."""
+    change_files(data, paths, every=97, salt=b"failed release")
+    (data / paths[500]).unlink()
+    (data / paths[501]).chmod(0o666)
+    (data / "new-dir" / "deep").mkdir(parents=True)
+    (data / "new-dir" / "deep" / "upload").write_bytes(b"added by the failed release")
+    (data / "d4" / "added.txt").write_bytes(b"added too")
+    (data / "links" / "passwd").unlink()
+    (data / "links" / "passwd").symlink_to("/etc/shadow")
+    shutil.rmtree(data / "d1" / "empty")
+    (data / "d1" / "empty").write_bytes(b"a file where a directory was")
+    (data / "d5").chmod(0o777)
+    if IS_ROOT:
+        os.chown(data / paths[502], OTHER_UID, OTHER_GID)
+    with (data / "sparse.img").open("r+b") as stream:
+        stream.seek(16 * MIB)
+        stream.write(b"more")
+    return contents(data)
