@@ -11,7 +11,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from specivod.adapters.backup.snapshot import Previous, take_snapshot
+from specivod.adapters.backup.snapshot import Previous, SnapshotSummary, take_snapshot
 
 IS_ROOT = os.geteuid() == 0
 OTHER_UID, OTHER_GID = 4321, 8765
@@ -95,7 +95,14 @@ def contents(root: Path) -> list[str]:
 
 def two_snapshots(tmp_path: Path) -> tuple[list[str], Description]:
     """Snapshot, change 1 %, snapshot again, delete the first: the paths and the second's state."""
-    data = tmp_path / "data"
+    paths, description, _ = snapshots_of(tmp_path / "data", tmp_path)
+    return paths, description
+
+
+def snapshots_of(
+    data: Path, backups: Path
+) -> tuple[list[str], Description, tuple[SnapshotSummary, SnapshotSummary]]:
+    """``two_snapshots`` with the data dir and the snapshots where given; both summaries too."""
     paths = build_tree(data)
     (data / "links").mkdir()
     (data / "links" / "passwd").symlink_to("/etc/passwd")
@@ -105,17 +112,17 @@ def two_snapshots(tmp_path: Path) -> tuple[list[str], Description]:
         stream.truncate(32 * MIB)
         stream.seek(8 * MIB)
         stream.write(b"data in the middle")
-    take_snapshot(data, tmp_path / "one", tmp_path / "one.index", None)
+    one = take_snapshot(data, backups / "one", backups / "one.index", None)
     change_files(data, paths, every=100, salt=b"release 2")
-    summary = take_snapshot(
+    two = take_snapshot(
         data,
-        tmp_path / "two",
-        tmp_path / "two.index",
-        Previous(tmp_path / "one", tmp_path / "one.index"),
+        backups / "two",
+        backups / "two.index",
+        Previous(backups / "one", backups / "one.index"),
     )
-    assert summary.files_copied == 10
-    shutil.rmtree(tmp_path / "one")
-    return paths, describe(data)
+    assert two.files_copied == 10
+    shutil.rmtree(backups / "one")
+    return paths, describe(data), (one, two)
 
 
 def failed_release(data: Path, paths: list[str]) -> list[str]:
