@@ -12,7 +12,10 @@ import errno
 import logging
 import os
 import stat
+import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 3
 """Copies of a file that keeps changing while it is copied, before it is kept as read."""
 GONE = (FileNotFoundError, NotADirectoryError)
+COPY_THREADS = 3
+WINDOW = 256
+"""Files copied or queued ahead of the index writer, at most."""
 
 
 @dataclass
@@ -59,7 +65,25 @@ Known = dict[str, tuple[int, int, int, str | None]]
 """Path → (size, mtime_ns, live inode, sha256) of the previous snapshot's files."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """What a copy job did; counted by the walk, in index order."""
+
+    entry: Entry | None
+    changed: bool = False
+    flagged: bool = False
+    reflinked: bool = False
+
+
+Pending = Entry | Future[_Copy]
+
+
 class Walker:
+    """Walks the live tree in index order. File copies run on a few threads (reading, hashing
+    and writing release the GIL, so one file's hashing overlaps another's I/O); everything else,
+    and all counting, happens on the walking thread. ``done`` may be called from those threads,
+    one call at a time."""
+
     def __init__(
         self,
         source: Path,
@@ -76,36 +100,69 @@ class Walker:
         self._previous = previous
         self._known = known
         self._checksum = checksum
-        self._done = done
+        self._done = None if done is None else _serialized(done)
         self._seen = seen
-        self._copier = Copier()
-        self._inodes: dict[tuple[int, int], Entry] = {}
+        self._copiers = threading.local()
+        self._pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="snapshot-copy")
+        self._inodes: dict[tuple[int, int], Pending] = {}
+        self._directories: list[tuple[str, os.stat_result]] = []
         self.counts = Counts()
 
     def walk(self) -> Iterator[Entry]:
-        """The entries in index order, each written into the tree before it is yielded;
-        directories get their metadata once their contents are in."""
+        """The entries in index order, each in the tree before it is yielded; directories get
+        their metadata at the end, once nothing more is written into them."""
+        try:
+            yield from self._walk()
+            for path, status in reversed(self._directories):
+                set_metadata(path, status)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _walk(self) -> Iterator[Entry]:
         status = os.lstat(self._source)
-        stack = [(ROOT, iter(listing(self._source)), status)]
+        stack = [(ROOT, iter(listing(self._source)))]
         self.counts.directories += 1
         yield entry_of(ROOT, "dir", status)
+        pending: deque[Pending] = deque()
         while stack:
-            parent, names, parent_status = stack[-1]
+            parent, names = stack[-1]
             name = next(names, None)
             if name is None:
                 stack.pop()
-                if parent != ROOT:
-                    set_metadata(f"{self._tree}/{parent}", parent_status)
                 continue
             path = child(parent, name)
             found = self._visit(path)
             if found is not None:
-                entry, children, status = found
-                yield entry
+                item, children = found
+                pending.append(item)
                 if children is not None:
-                    stack.append((path, iter(children), status))
+                    stack.append((path, iter(children)))
+            while pending and (len(pending) > WINDOW or _ready(pending[0])):
+                if (entry := self._settle(pending.popleft())) is not None:
+                    yield entry
+        while pending:
+            if (entry := self._settle(pending.popleft())) is not None:
+                yield entry
 
-    def _visit(self, path: str) -> tuple[Entry, list[str] | None, os.stat_result] | None:
+    def _settle(self, item: Pending) -> Entry | None:
+        if isinstance(item, Entry):
+            return item
+        result = item.result()
+        if result.entry is None:
+            self.counts.vanished += 1
+            return None
+        size = result.entry.size
+        self._count_file(size)
+        self.counts.files_copied += 1
+        self.counts.bytes_copied += size
+        self.counts.reflinked += result.reflinked
+        self.counts.changed += result.changed
+        if result.flagged:
+            self.counts.flagged += 1
+            self.counts.flagged_paths.append(result.entry.path)
+        return result.entry
+
+    def _visit(self, path: str) -> tuple[Pending, list[str] | None] | None:
         live = f"{self._source}/{path}"
         try:
             status = os.lstat(live)
@@ -113,15 +170,16 @@ class Walker:
                 self._seen(Path(live))
             mode = status.st_mode
             if stat.S_ISREG(mode):
-                entry = self._file(path, live, status)
-                return None if entry is None else (entry, None, status)
+                return self._file(path, live, status), None
             if stat.S_ISDIR(mode):
                 children = listing(live)
-                os.mkdir(f"{self._tree}/{path}", 0o700)
+                copy = f"{self._tree}/{path}"
+                os.mkdir(copy, 0o700)
+                self._directories.append((copy, status))
                 self.counts.directories += 1
-                return entry_of(path, "dir", status), children, status
+                return entry_of(path, "dir", status), children
             if stat.S_ISLNK(mode):
-                return self._symlink(path, live, status), None, status
+                return self._symlink(path, live, status), None
         except GONE:
             self.counts.vanished += 1
             return None
@@ -138,20 +196,22 @@ class Walker:
         self.counts.symlinks += 1
         return entry_of(path, "symlink", status, target=target)
 
-    def _file(self, path: str, live: str, status: os.stat_result) -> Entry | None:
+    def _file(self, path: str, live: str, status: os.stat_result) -> Pending:
         copy = f"{self._tree}/{path}"
-        if status.st_nlink > 1:
-            first = self._inodes.get((status.st_dev, status.st_ino))
+        key = (status.st_dev, status.st_ino)
+        if status.st_nlink > 1 and key in self._inodes:
+            earlier = self._inodes[key]
+            first = earlier if isinstance(earlier, Entry) else earlier.result().entry
             if first is not None and link(f"{self._tree}/{first.path}", copy):
                 self._count_file(first.size)
                 self.counts.hard_links += 1
                 return relinked(first, path)
-        entry = self._linked_from_previous(path, live, status, copy)
-        if entry is None:
-            entry = self._copied(path, live, copy)
-        if entry is not None and status.st_nlink > 1:
-            self._inodes[(status.st_dev, status.st_ino)] = entry
-        return entry
+        item: Pending | None = self._linked_from_previous(path, live, status, copy)
+        if item is None:
+            item = self._pool.submit(self._copied, path, live, copy)
+        if status.st_nlink > 1:
+            self._inodes[key] = item
+        return item
 
     def _linked_from_previous(
         self, path: str, live: str, status: os.stat_result, copy: str
@@ -178,7 +238,10 @@ class Walker:
         self.counts.bytes_linked += size
         return entry_of(path, "file", status, size=size, sha256=sha256)
 
-    def _copied(self, path: str, live: str, copy: str) -> Entry | None:
+    def _copied(self, path: str, live: str, copy: str) -> _Copy:
+        copier: Copier | None = getattr(self._copiers, "copier", None)
+        if copier is None:
+            copier = self._copiers.copier = Copier()
         for attempt in range(1, ATTEMPTS + 1):
             if attempt > 1:
                 os.unlink(copy)
@@ -186,17 +249,15 @@ class Walker:
                 source = os.open(live, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as error:
                 if isinstance(error, GONE) or error.errno == errno.ELOOP:
-                    self.counts.vanished += 1  # gone, or replaced by a symlink since stat'ed
-                    return None
+                    return _Copy(None)  # gone, or replaced by a symlink since stat'ed
                 raise
             try:
                 before = os.fstat(source)
                 if not stat.S_ISREG(before.st_mode):
-                    self.counts.vanished += 1
-                    return None
+                    return _Copy(None)
                 target = os.open(copy, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
-                    copied = self._copier.copy(source, target, before, self._done)
+                    copied = copier.copy(source, target, before, self._done)
                     after = os.fstat(source)
                     steady = copied.size == before.st_size and same_version(before, after)
                     if steady or attempt == ATTEMPTS:
@@ -205,21 +266,28 @@ class Walker:
                     os.close(target)
             finally:
                 os.close(source)
-            if steady or attempt == ATTEMPTS:
+            if steady:
                 break
-        self.counts.changed += attempt > 1 or not steady
-        if not steady:
-            self.counts.flagged += 1
-            self.counts.flagged_paths.append(path)
-        self._count_file(copied.size)
-        self.counts.files_copied += 1
-        self.counts.bytes_copied += copied.size
-        self.counts.reflinked += copied.reflinked
-        return entry_of(path, "file", before, size=copied.size, sha256=copied.sha256)
+        entry = entry_of(path, "file", before, size=copied.size, sha256=copied.sha256)
+        return _Copy(entry, attempt > 1 or not steady, not steady, copied.reflinked)
 
     def _count_file(self, size: int) -> None:
         self.counts.files += 1
         self.counts.bytes_total += size
+
+
+def _ready(item: Pending) -> bool:
+    return isinstance(item, Entry) or item.done()
+
+
+def _serialized(done: BytesDone) -> BytesDone:
+    lock = threading.Lock()
+
+    def report(amount: int) -> None:
+        with lock:
+            done(amount)
+
+    return report
 
 
 def _live_sha256(live: str) -> str | None:
