@@ -18,6 +18,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ KINDS: frozenset[str] = frozenset({"file", "dir", "symlink"})
 HEADER = {"format": "specivod-snapshot-index", "version": 1}
 ROOT = "."
 _SHA256 = re.compile("[0-9a-f]{64}")
+BATCH = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,41 +54,32 @@ class Entry:
     """A hard link inside the data dir: the path of the first entry with the same inode."""
 
 
-_SHORT = {
-    "path": "p",
-    "kind": "k",
-    "mode": "m",
-    "uid": "u",
-    "gid": "g",
-    "mtime_ns": "t",
-    "size": "s",
-    "sha256": "h",
-    "target": "l",
-    "inode": "i",
-    "ctime_ns": "c",
-    "link_of": "o",
-}
-_LONG = {short: name for name, short in _SHORT.items()}
-_DEFAULTS: dict[str, Any] = {
-    "size": 0,
-    "sha256": None,
-    "target": None,
-    "inode": 0,
-    "ctime_ns": 0,
-    "link_of": None,
-}
-_INTS = ("mode", "uid", "gid", "mtime_ns", "size", "inode", "ctime_ns")
-_OPTIONAL_TEXT = ("sha256", "target", "link_of")
+_KEYS = frozenset("pkmugtshlico")
+"""path, kind, mode, uid, gid, mtime_ns, size, sha256, target (symlink), inode, ctime_ns, link_of:
+the defaults (0, None) are left out."""
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _encode(entry: Entry) -> bytes:
-    record: dict[str, Any] = {}
-    for name, short in _SHORT.items():
-        value = getattr(entry, name)
-        if name in _DEFAULTS and value == _DEFAULTS[name]:
-            continue
-        record[short] = value
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    record: dict[str, Any] = {
+        "p": entry.path,
+        "k": entry.kind,
+        "m": entry.mode,
+        "u": entry.uid,
+        "g": entry.gid,
+        "t": entry.mtime_ns,
+    }
+    for short, value in (
+        ("s", entry.size),
+        ("h", entry.sha256),
+        ("l", entry.target),
+        ("i", entry.inode),
+        ("c", entry.ctime_ns),
+        ("o", entry.link_of),
+    ):
+        if value:
+            record[short] = value
+    return _dumps(record).encode() + b"\n"
 
 
 def entry_of(
@@ -165,15 +158,29 @@ def read_index(path: Path) -> Iterator[Entry]:
             header = stream.readline()
             if _header(header) != HEADER:
                 raise ValueError(f"{path} is not a snapshot index (header {header[:80]!r})")
-            for number, line in enumerate(stream, start=2):
-                try:
-                    yield _decode(_loads(line))
-                except ValueError as error:
-                    raise ValueError(f"{path}: line {number}: {error}") from None
+            number = 2
+            for lines in iter(lambda: list(islice(stream, BATCH)), []):
+                for record in _batch(lines):
+                    try:
+                        yield _decode(record)
+                    except ValueError as error:
+                        raise ValueError(f"{path}: line {number}: {error}") from None
+                    number += 1
     except (OSError, EOFError, zlib.error) as error:
         if isinstance(error, FileNotFoundError | PermissionError):
             raise
         raise ValueError(f"{path} is not a readable snapshot index: {error}") from None
+
+
+def _batch(lines: list[bytes]) -> list[Any]:
+    """Many lines parsed in one call (a JSON array of them); line by line only to find an error."""
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        records = None
+    if not isinstance(records, list) or len(records) != len(lines):
+        records = [_loads(line) for line in lines]  # raises for the first bad line
+    return records
 
 
 def _header(line: bytes) -> Any:
@@ -191,38 +198,39 @@ def _loads(line: bytes) -> Any:
 
 
 def _decode(record: Any) -> Entry:
-    if not isinstance(record, dict) or not set(record) <= set(_LONG):
+    if type(record) is not dict or not record.keys() <= _KEYS:
         raise ValueError(f"not an entry: {str(record)[:120]}")
-    fields = {_LONG[short]: value for short, value in record.items()}
-    for name in _INTS:
-        value = fields.get(name, 0)
-        if type(value) is not int or (value < 0 and name not in {"mtime_ns", "ctime_ns"}):
-            raise ValueError(f"{name} is not a valid integer: {value!r}")
-    for name in _OPTIONAL_TEXT:
-        if not isinstance(fields.get(name, ""), str):
-            raise ValueError(f"{name} is not text: {fields[name]!r}")
-    kind = fields.get("kind")
+    get = record.get
+    path, kind, link_of, sha256, target = get("p"), get("k"), get("o"), get("h"), get("l")
+    numbers = (
+        get("m", -1),
+        get("u", -1),
+        get("g", -1),
+        get("t", 0),
+        get("s", 0),
+        get("i", 0),
+        get("c", 0),
+    )
+    for value in numbers:
+        if type(value) is not int:
+            raise ValueError(f"not a valid integer: {value!r}")
+    if min(numbers[:3]) < 0 or numbers[4] < 0 or numbers[5] < 0:
+        raise ValueError(f"a negative mode, owner, size or inode: {numbers}")
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
-    path = fields.get("path")
-    if not isinstance(path, str) or not is_safe_path(path):
+    if type(path) is not str or not is_safe_path(path):
         raise ValueError(f"unsafe path {path!r}")
-    link_of = fields.get("link_of")
-    if link_of is not None and (kind != "file" or not is_safe_path(link_of) or link_of == ROOT):
+    if link_of is not None and (
+        kind != "file" or type(link_of) is not str or not is_safe_path(link_of) or link_of == ROOT
+    ):
         raise ValueError(f"bad hard link {link_of!r} for {path!r}")
-    if kind == "file" and not _is_sha256(fields.get("sha256")):
-        raise ValueError(f"file {path!r} has no valid sha256")
-    if kind == "symlink" and not fields.get("target"):
-        raise ValueError(f"symlink {path!r} has no target")
+    if (kind == "file") != (type(sha256) is str and _SHA256.fullmatch(sha256) is not None):
+        raise ValueError(f"{kind} {path!r} with a sha256 of {sha256!r}")
+    if (kind == "symlink") != (type(target) is str and target != ""):
+        raise ValueError(f"{kind} {path!r} with a symlink target of {target!r}")
     if path == ROOT and kind != "dir":
         raise ValueError("the root is not a directory")
-    return Entry(**fields)
-
-
-def _is_sha256(value: object) -> bool:
-    return (
-        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-    )
+    return Entry(path, kind, *numbers[:5], sha256, target, *numbers[5:], link_of)
 
 
 def is_safe_path(path: str) -> bool:
