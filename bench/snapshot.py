@@ -1,0 +1,300 @@
+"""Data-dir snapshots and the sync restore against plain full copies, on this machine's disk.
+
+A data dir of 10 GB in 100,000 files (``--scale 0.1``: 1 GB in 10,000) in nested directories,
+sizes spread from 1 KiB to 4 MiB around a 100 KiB mean. Side by side in one run:
+
+- ``cp -a`` of the data dir (then ``sync``) vs the first snapshot (which syncs its file system);
+- a second snapshot after 1 % of the files changed vs the first;
+- the sync restore after a failed release changed 1 % (and added files) vs a full copy of the
+  snapshot back (``cp -a``, then ``sync``), which is what an extraction costs at best;
+- the peak RSS of the child process that takes each snapshot or restore (``getrusage``);
+- the disk the second snapshot takes: blocks of its own new inodes, its directories and index.
+
+Page caches are dropped before each timed phase when /proc/sys/vm/drop_caches is writable (the
+result says whether it was). Phases that are cheap are repeated (``--repeats``) and their median
+kept. Writes bench/results/snapshot-<date>.json and prints a summary. The scratch directory
+(``--dir``, default /var/tmp) gets everything and is removed at the end.
+
+Run: ``.venv/bin/python -m bench.snapshot [--scale 0.1] [--repeats 3] [--dir /var/tmp]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+MIB = 1 << 20
+FILES_AT_FULL_SCALE = 100_000
+BYTES_AT_FULL_SCALE = 10 * 1000**3
+
+
+def worker(kind: str, *arguments: str) -> None:
+    """One snapshot or sync in this fresh process; prints seconds, summary and peak RSS."""
+    from specivod.adapters.backup.datasync import sync_from_snapshot
+    from specivod.adapters.backup.snapshot import Previous, take_snapshot
+
+    started = time.monotonic()
+    if kind == "snapshot":
+        source, tree, index, previous = arguments
+        earlier = Previous(Path(previous), Path(f"{previous}.index")) if previous else None
+        summary: Any = take_snapshot(Path(source), Path(tree), Path(index), earlier)
+    else:
+        tree, index, data, replaced = arguments
+        summary = sync_from_snapshot(Path(tree), Path(index), Path(data), Path(replaced))
+    seconds = time.monotonic() - started
+    report = {
+        "seconds": seconds,
+        "summary": summary.__dict__,
+        "peak_rss_bytes": _vm_hwm(),
+        "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    sys.stdout.write(json.dumps(report) + "\n")
+
+
+def _vm_hwm() -> int:
+    """Peak RSS of this process's own address space (``ru_maxrss`` carries the parent's peak
+    across exec, so it is reported too but not judged)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def in_child(kind: str, *arguments: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.snapshot", "--worker", kind, *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return report
+
+
+def drop_caches() -> bool:
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def timed(command: list[str]) -> float:
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    subprocess.run(["sync"], check=True)
+    return time.monotonic() - started
+
+
+def make_data(root: Path, files: int, total: int, seed: int = 1) -> list[str]:
+    """``files`` files in 3 levels of directories whose sizes sum to about ``total``."""
+    rng = random.Random(seed)
+    noise = rng.randbytes(64 * MIB)
+    weights = [rng.lognormvariate(0, 1.2) for _ in range(files)]
+    scale = total / sum(weights)
+    paths = []
+    for number, weight in enumerate(weights):
+        leaf = number // 100  # about 100 files a directory
+        relative = f"u{leaf % 10}/a{leaf // 10 % 10}/b{leaf // 100:03d}/f{number:06d}.bin"
+        size = max(1024, min(int(weight * scale), 4 * MIB))
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        offset = rng.randrange(0, len(noise) - size)
+        path.write_bytes(noise[offset : offset + size])
+        paths.append(relative)
+    return paths
+
+
+def change_one_percent(root: Path, paths: list[str], salt: int) -> int:
+    """Rewrite 1 % of the files with other bytes; the bytes written."""
+    written = 0
+    rng = random.Random(salt)
+    for relative in rng.sample(paths, len(paths) // 100):
+        path = root / relative
+        size = path.stat().st_size
+        path.write_bytes(rng.randbytes(size))
+        written += size
+    return written
+
+
+def new_inode_bytes(tree: Path, index: Path) -> int:
+    """Disk used by what a snapshot added: files only it links (nlink 1), directories, index."""
+    used = index.stat().st_blocks * 512
+    for directory, _, names in os.walk(tree):
+        used += Path(directory).stat().st_blocks * 512
+        for name in names:
+            status = (Path(directory) / name).lstat()
+            if status.st_nlink == 1:
+                used += status.st_blocks * 512
+    return used
+
+
+def disk_usage(root: Path) -> int:
+    return int(
+        subprocess.run(
+            ["du", "-sb", str(root)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def run(scratch: Path, scale: float, repeats: int) -> dict[str, Any]:
+    files, total = int(FILES_AT_FULL_SCALE * scale), int(BYTES_AT_FULL_SCALE * scale)
+    data, backups = scratch / "data", scratch / "backups"
+    backups.mkdir(mode=0o700)
+    started = time.monotonic()
+    paths = make_data(data, files, total)
+    data_bytes = disk_usage(data)
+    print(
+        f"data dir: {files} files, {data_bytes / 1e9:.2f} GB "
+        f"({time.monotonic() - started:.0f} s to make)",
+        flush=True,
+    )
+    dropped = drop_caches()
+
+    cp_seconds = timed(["cp", "-a", str(data), str(scratch / "cp-copy")])
+    shutil.rmtree(scratch / "cp-copy")
+    drop_caches()
+    first = in_child("snapshot", str(data), str(backups / "one"), str(backups / "one.index"), "")
+    print(f"cp -a + sync {cp_seconds:.1f} s; first snapshot {first['seconds']:.1f} s", flush=True)
+
+    seconds_two, rss_two, used_two = [], [], []
+    base = "one"
+    for number in range(repeats):
+        change_one_percent(data, paths, salt=100 + number)
+        drop_caches()
+        name = f"two-{number}"
+        two = in_child(
+            "snapshot",
+            str(data),
+            str(backups / name),
+            str(backups / f"{name}.index"),
+            str(backups / base),
+        )
+        seconds_two.append(two["seconds"])
+        rss_two.append(two["peak_rss_bytes"])
+        used_two.append(new_inode_bytes(backups / name, backups / f"{name}.index"))
+        print(
+            f"  second snapshot {two['seconds']:.2f} s, {two['summary']['files_copied']} copied",
+            flush=True,
+        )
+        shutil.rmtree(backups / base)  # each snapshot must stand alone
+        (backups / f"{base}.index").unlink()
+        base = name
+    last = base
+
+    drop_caches()
+    full_restore = timed(["cp", "-a", str(backups / last), str(scratch / "restored")])
+    shutil.rmtree(scratch / "restored")
+    seconds_sync, rss_sync, synced = [], [], {}
+    for number in range(repeats):
+        change_one_percent(data, paths, salt=200 + number)
+        (data / f"added-{number}").mkdir()
+        (data / f"added-{number}" / "upload").write_bytes(b"x" * MIB)
+        drop_caches()
+        replaced = scratch / f"data.replaced-{number}"
+        restore = in_child(
+            "sync", str(backups / last), str(backups / f"{last}.index"), str(data), str(replaced)
+        )
+        seconds_sync.append(restore["seconds"])
+        rss_sync.append(restore["peak_rss_bytes"])
+        synced = restore["summary"]
+        print(f"  restore {restore['seconds']:.2f} s, {synced['copied']} copied", flush=True)
+    first_rate = data_bytes / first["seconds"]
+    cp_rate = data_bytes / cp_seconds
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
+        "scale": scale,
+        "files": files,
+        "data_bytes": data_bytes,
+        "drop_caches_worked": dropped,
+        "repeats": repeats,
+        "cp_a_and_sync_seconds": cp_seconds,
+        "first_snapshot": first,
+        "first_vs_cp_throughput": first_rate / cp_rate,
+        "second_snapshot_seconds": seconds_two,
+        "second_vs_first_time": median(seconds_two) / first["seconds"],
+        "second_vs_cp_time": median(seconds_two) / cp_seconds,
+        "second_snapshot_new_bytes": used_two,
+        "second_snapshot_disk_share": median(used_two) / data_bytes,
+        "full_copy_restore_seconds": full_restore,
+        "sync_restore_seconds": seconds_sync,
+        "sync_vs_full_copy_time": median(seconds_sync) / full_restore,
+        "sync_summary": synced,
+        "peak_rss_bytes": max([first["peak_rss_bytes"], *rss_two, *rss_sync]),
+    }
+
+
+def summarize(result: dict[str, Any]) -> str:
+    first, cp = result["first_snapshot"]["seconds"], result["cp_a_and_sync_seconds"]
+    second, restore = (
+        median(result["second_snapshot_seconds"]),
+        median(result["sync_restore_seconds"]),
+    )
+    return "\n".join(
+        [
+            f"{result['files']} files, {result['data_bytes'] / 1e9:.2f} GB; "
+            f"caches dropped: {result['drop_caches_worked']}",
+            f"first snapshot {first:.1f} s vs cp -a + sync {cp:.1f} s: "
+            f"{result['first_vs_cp_throughput']:.2f}x the throughput (target >= 0.9)",
+            f"second snapshot (1 % changed), median {second:.2f} s: "
+            f"{result['second_vs_first_time']:.3f}x the first, "
+            f"{result['second_vs_cp_time']:.3f}x cp -a (target <= 0.1)",
+            f"sync restore, median {restore:.2f} s vs full copy "
+            f"{result['full_copy_restore_seconds']:.1f} s: "
+            f"{result['sync_vs_full_copy_time']:.3f}x (target <= 0.1)",
+            f"peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB (target < 150)",
+            f"second snapshot disk {result['second_snapshot_disk_share'] * 100:.2f} % "
+            "of the data dir (target <= 2 %)",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--worker", nargs="+")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
+    options = parser.parse_args()
+    if options.worker:
+        worker(*options.worker)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="specivod-bench-snapshot-", dir=options.dir))
+    try:
+        result = run(scratch, options.scale, options.repeats)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    target = RESULTS / f"snapshot-{datetime.date.today().isoformat()}.json"
+    target.write_text(json.dumps(result, indent=2) + "\n")
+    print(summarize(result))
+    print(f"written to {target}")
+
+
+if __name__ == "__main__":
+    main()
