@@ -177,11 +177,15 @@ def child(parent: str, name: str) -> str:
     return name if parent == "." else f"{parent}/{name}"
 
 
+NO_LINK = frozenset({errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOENT})
+"""Why a hard link may be refused where a copy does instead."""
+
+
 def link(existing: str, new: str) -> bool:
     try:
         os.link(existing, new)
     except OSError as error:
-        if error.errno in {errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOENT}:
+        if error.errno in NO_LINK:
             return False
         raise
     return True

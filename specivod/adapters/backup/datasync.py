@@ -67,7 +67,7 @@ def plan_sync(tree: Path, index: Path, data_dir: Path, *, checksum: bool = False
     files = size = aside = 0
     if data_dir.is_dir():
         aside = sum(1 for _ in _extras(str(data_dir), state.kinds))
-    for entry, status, differs in _compare(state, tree, index, str(data_dir), checksum):
+    for entry, status, differs in _compare(state, str(data_dir), checksum):
         aside += differs and status is not None and not _is_dir_kept(entry, status)
         if differs and entry.kind == "file":
             files += 1
@@ -99,7 +99,7 @@ def sync_from_snapshot(
         for path in list(_extras(run.live, state.kinds)):
             run.set_aside(path)
         unchanged = 0
-        for entry, status, differs in _compare(state, tree, index, run.live, checksum):
+        for entry, status, differs in _compare(state, run.live, checksum):
             if not differs:
                 unchanged += 1
             elif not _is_dir_kept(entry, status):
@@ -113,20 +113,19 @@ def sync_from_snapshot(
 
 @dataclass
 class _Snapshot:
+    """The index in memory (about 400 bytes an entry), read once."""
+
+    entries: list[Entry]
     kinds: dict[str, str]
     directories: list[Entry]
 
     @classmethod
     def load(cls, index: Path) -> _Snapshot:
-        kinds: dict[str, str] = {}
-        directories: list[Entry] = []
-        for entry in _entries(index):
-            kinds[entry.path] = entry.kind
-            if entry.kind == "dir":
-                directories.append(entry)
+        entries = list(_entries(index))
+        kinds: dict[str, str] = {entry.path: entry.kind for entry in entries}
         if kinds.get(ROOT) != "dir":
             raise BackupError(f"the snapshot index {index} has no root directory")
-        return cls(kinds, directories)
+        return cls(entries, kinds, [entry for entry in entries if entry.kind == "dir"])
 
 
 def _entries(index: Path) -> Iterator[Entry]:
@@ -154,12 +153,12 @@ def _extras(live: str, kinds: dict[str, str]) -> Iterator[str]:
 
 
 def _compare(
-    state: _Snapshot, tree: Path, index: Path, live: str, checksum: bool
+    state: _Snapshot, live: str, checksum: bool
 ) -> Iterator[tuple[Entry, os.stat_result | None, bool]]:
     """Each entry with its live status (None: missing) and whether it differs, computed when it
     is asked for, so that what the consumer did to earlier entries counts."""
     inodes: dict[int, str] = {}
-    for entry in _entries(index):
+    for entry in state.entries:
         path = live if entry.path == ROOT else f"{live}/{entry.path}"
         try:
             # The root is whatever data_dir names, a symlink to a directory included.
@@ -331,7 +330,10 @@ class _Run:
 
     def sync(self) -> None:
         for directory in sorted(self.touched, key=len, reverse=True):
-            descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # moved aside since: nothing of the snapshot is in it
             try:
                 os.fsync(descriptor)
             finally:

@@ -110,6 +110,7 @@ def take_snapshot(
         index_sha256, _ = write_index(index, walker.walk())
         sync_filesystem(tree)
     except BaseException as error:
+        walker.close()  # no copy may still be writing into the tree removed next
         remove_tree(tree)
         if isinstance(error, OSError):
             raise BackupError(f"cannot snapshot the data dir {source}: {error}") from None

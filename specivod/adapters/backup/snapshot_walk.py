@@ -4,10 +4,11 @@ Paths are plain strings relative to the data dir: a ``Path`` per file would cost
 system calls it wraps, and a data dir has 100,000 of them.
 """
 
-# ruff: noqa: PTH102, PTH108, PTH115, PTH211
+# ruff: noqa: PTH108, PTH208
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specivod.adapters.backup.copying import (
+    NO_LINK,
     Copier,
     child,
     link,
-    listing,
     same_file_metadata,
     same_version,
     set_metadata,
@@ -78,6 +79,36 @@ class _Copy:
 Pending = Entry | Future[_Copy]
 
 
+@dataclass(frozen=True, slots=True)
+class _Directories:
+    """Open descriptors of one directory: in the data dir, the new tree and the previous one.
+    Names are looked up relative to them: a path walk per file would cost more."""
+
+    live: int
+    tree: int
+    previous: int | None
+
+    def close(self) -> None:
+        for descriptor in (self.live, self.tree, self.previous):
+            if descriptor is not None:
+                os.close(descriptor)
+
+
+def _open_directory(name: str, parent: int | None = None) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(name, flags, dir_fd=parent)
+
+
+def _open_if_there(name: str, parent: int | None = None) -> int | None:
+    """The directory of the previous snapshot, if it has one by that name."""
+    try:
+        return _open_directory(name, parent)
+    except OSError as error:
+        if isinstance(error, GONE) or error.errno in {errno.ELOOP, errno.ENOTDIR}:
+            return None
+        raise
+
+
 class Walker:
     """Walks the live tree in index order. File copies run on a few threads (reading, hashing
     and writing release the GIL, so one file's hashing overlaps another's I/O); everything else,
@@ -104,6 +135,7 @@ class Walker:
         self._seen = seen
         self._copiers = threading.local()
         self._pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="snapshot-copy")
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="snapshot-prefetch")
         self._inodes: dict[tuple[int, int], Pending] = {}
         self._directories: list[tuple[str, os.stat_result]] = []
         self.counts = Counts()
@@ -116,33 +148,48 @@ class Walker:
             for path, status in reversed(self._directories):
                 set_metadata(path, status)
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the copies under way; drop those not started."""
+        self._prefetch.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _walk(self) -> Iterator[Entry]:
         status = os.lstat(self._source)
-        stack = [(ROOT, iter(listing(self._source)))]
         self.counts.directories += 1
         yield entry_of(ROOT, "dir", status)
+        root = _Directories(
+            _open_directory(self._source),
+            _open_directory(self._tree),
+            None if self._previous is None else _open_if_there(self._previous),
+        )
+        stack = [(ROOT, iter(sorted(os.listdir(root.live))), root)]
         pending: deque[Pending] = deque()
-        while stack:
-            parent, names = stack[-1]
-            name = next(names, None)
-            if name is None:
-                stack.pop()
-                continue
-            path = child(parent, name)
-            found = self._visit(path)
-            if found is not None:
-                item, children = found
-                pending.append(item)
-                if children is not None:
-                    stack.append((path, iter(children)))
-            while pending and (len(pending) > WINDOW or _ready(pending[0])):
+        try:
+            while stack:
+                parent, names, directories = stack[-1]
+                name = next(names, None)
+                if name is None:
+                    stack.pop()[2].close()
+                    continue
+                path = child(parent, name)
+                found = self._visit(path, name, directories)
+                if found is not None:
+                    item, children = found
+                    pending.append(item)
+                    if children is not None:
+                        listed, opened = children
+                        stack.append((path, iter(listed), opened))
+                while pending and (len(pending) > WINDOW or _ready(pending[0])):
+                    if (entry := self._settle(pending.popleft())) is not None:
+                        yield entry
+            while pending:
                 if (entry := self._settle(pending.popleft())) is not None:
                     yield entry
-        while pending:
-            if (entry := self._settle(pending.popleft())) is not None:
-                yield entry
+        finally:
+            for _, _, directories in stack:
+                directories.close()
 
     def _settle(self, item: Pending) -> Entry | None:
         if isinstance(item, Entry):
@@ -162,41 +209,64 @@ class Walker:
             self.counts.flagged_paths.append(result.entry.path)
         return result.entry
 
-    def _visit(self, path: str) -> tuple[Pending, list[str] | None] | None:
-        live = f"{self._source}/{path}"
+    def _visit(
+        self, path: str, name: str, directories: _Directories
+    ) -> tuple[Pending, tuple[list[str], _Directories] | None] | None:
         try:
-            status = os.lstat(live)
+            status = os.lstat(name, dir_fd=directories.live)
             if self._seen is not None:
-                self._seen(Path(live))
+                self._seen(Path(f"{self._source}/{path}"))
             mode = status.st_mode
             if stat.S_ISREG(mode):
-                return self._file(path, live, status), None
+                return self._file(path, name, status, directories), None
             if stat.S_ISDIR(mode):
-                children = listing(live)
-                copy = f"{self._tree}/{path}"
-                os.mkdir(copy, 0o700)
-                self._directories.append((copy, status))
-                self.counts.directories += 1
-                return entry_of(path, "dir", status), children
+                return self._directory(path, name, status, directories)
             if stat.S_ISLNK(mode):
-                return self._symlink(path, live, status), None
+                return self._symlink(path, name, status, directories), None
         except GONE:
             self.counts.vanished += 1
             return None
         self.counts.skipped += 1
-        log.warning("snapshot: skipping %s: not a file, directory or symlink", live)
+        log.warning(
+            "snapshot: skipping %s/%s: not a file, directory or symlink", self._source, path
+        )
         return None
 
-    def _symlink(self, path: str, live: str, status: os.stat_result) -> Entry:
-        target = os.readlink(live)
-        copy = f"{self._tree}/{path}"
-        os.symlink(target, copy)
-        os.lchown(copy, status.st_uid, status.st_gid)
-        os.utime(copy, ns=(status.st_atime_ns, status.st_mtime_ns), follow_symlinks=False)
+    def _directory(
+        self, path: str, name: str, status: os.stat_result, directories: _Directories
+    ) -> tuple[Entry, tuple[list[str], _Directories]]:
+        live = _open_directory(name, directories.live)
+        try:
+            children = sorted(os.listdir(live))
+            os.mkdir(name, 0o700, dir_fd=directories.tree)
+            copy = _open_directory(name, directories.tree)
+        except BaseException:
+            os.close(live)
+            raise
+        earlier = None
+        if directories.previous is not None:
+            earlier = _open_if_there(name, directories.previous)
+        self._directories.append((f"{self._tree}/{path}", status))
+        self.counts.directories += 1
+        self._prefetch.submit(
+            _warm, f"{self._source}/{path}", self._previous and f"{self._previous}/{path}", children
+        )
+        return entry_of(path, "dir", status), (children, _Directories(live, copy, earlier))
+
+    def _symlink(
+        self, path: str, name: str, status: os.stat_result, directories: _Directories
+    ) -> Entry:
+        target = os.readlink(name, dir_fd=directories.live)
+        os.symlink(target, name, dir_fd=directories.tree)
+        os.chown(name, status.st_uid, status.st_gid, dir_fd=directories.tree, follow_symlinks=False)
+        times = (status.st_atime_ns, status.st_mtime_ns)
+        os.utime(name, ns=times, dir_fd=directories.tree, follow_symlinks=False)
         self.counts.symlinks += 1
         return entry_of(path, "symlink", status, target=target)
 
-    def _file(self, path: str, live: str, status: os.stat_result) -> Pending:
+    def _file(
+        self, path: str, name: str, status: os.stat_result, directories: _Directories
+    ) -> Pending:
         copy = f"{self._tree}/{path}"
         key = (status.st_dev, status.st_ino)
         if status.st_nlink > 1 and key in self._inodes:
@@ -206,33 +276,42 @@ class Walker:
                 self._count_file(first.size)
                 self.counts.hard_links += 1
                 return relinked(first, path)
-        item: Pending | None = self._linked_from_previous(path, live, status, copy)
+        item: Pending | None = self._linked_from_previous(path, name, status, directories)
         if item is None:
-            item = self._pool.submit(self._copied, path, live, copy)
+            item = self._pool.submit(self._copied, path, f"{self._source}/{path}", copy)
         if status.st_nlink > 1:
             self._inodes[key] = item
         return item
 
     def _linked_from_previous(
-        self, path: str, live: str, status: os.stat_result, copy: str
+        self, path: str, name: str, status: os.stat_result, directories: _Directories
     ) -> Entry | None:
         known = self._known.get(path)
-        if known is None or self._previous is None:
+        if known is None or directories.previous is None:
             return None
         size, mtime_ns, inode, sha256 = known
         if (size, mtime_ns, inode) != (status.st_size, status.st_mtime_ns, status.st_ino):
             return None
-        earlier = f"{self._previous}/{path}"
         try:
-            kept = os.lstat(earlier)
+            kept = os.lstat(name, dir_fd=directories.previous)
         except GONE:
             return None
         if not same_file_metadata(kept, status):
             return None  # chmod/chown since, or a damaged copy: the link would carry the old
-        if self._checksum and _live_sha256(live) != sha256:
+        if self._checksum and _live_sha256(f"{self._source}/{path}") != sha256:
             return None
-        if not link(earlier, copy):
-            return None
+        try:
+            os.link(
+                name,
+                name,
+                src_dir_fd=directories.previous,
+                dst_dir_fd=directories.tree,
+                follow_symlinks=False,
+            )
+        except OSError as error:
+            if error.errno in NO_LINK:
+                return None
+            raise
         self._count_file(size)
         self.counts.files_linked += 1
         self.counts.bytes_linked += size
@@ -274,6 +353,16 @@ class Walker:
     def _count_file(self, size: int) -> None:
         self.counts.files += 1
         self.counts.bytes_total += size
+
+
+def _warm(live: str, previous: str | None, names: list[str]) -> None:
+    """Stat a directory's contents ahead of the walk, so its inodes are read from disk while the
+    walk is busy elsewhere."""
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.lstat(f"{live}/{name}")
+            if previous is not None:
+                os.lstat(f"{previous}/{name}")
 
 
 def _ready(item: Pending) -> bool:
