@@ -308,7 +308,7 @@ class Journal:
         return _row_to_transaction(row) if row else None
 
     def backups_still_needed(self) -> list[str]:
-        """Backups retention must keep: those named by an unfinished transaction, by the latest
+        """Backups retention must keep: those named by an unfinished transaction, by any
         ROLLBACK_FAILED and by the latest transaction of all (a person may still need them), and
         the one taken before the last successful upgrade (a manual rollback restores it)."""
         terminal = tuple(state.value for state in State if state.is_terminal)
@@ -316,13 +316,25 @@ class Journal:
         rows = self._query(
             "SELECT backup_id, safety_backup_id FROM transactions WHERE "  # noqa: S608
             f"state NOT IN ({marks}) "
-            "OR id = (SELECT MAX(id) FROM transactions WHERE state = ?) "
+            "OR state = ? "
             "OR id = (SELECT MAX(id) FROM transactions WHERE kind = ? AND state = ?) "
             "OR id = (SELECT MAX(id) FROM transactions)",
             (*terminal, State.ROLLBACK_FAILED.value, Kind.UPGRADE.value, State.SUCCEEDED.value),
         )
         needed = {row[column] for row in rows for column in ("backup_id", "safety_backup_id")}
         return sorted(backup_id for backup_id in needed if backup_id)
+
+    def set_aside_still_needed(self) -> list[str]:
+        """The set-aside trees (paths) retention must keep: those named by an unfinished
+        transaction or by any ROLLBACK_FAILED (a person sorting it out needs them)."""
+        terminal = tuple(state.value for state in State if state.is_terminal)
+        marks = ", ".join("?" for _ in terminal)
+        rows = self._query(
+            "SELECT data_aside FROM transactions WHERE data_aside IS NOT NULL "  # noqa: S608
+            f"AND (state NOT IN ({marks}) OR state = ?)",
+            (*terminal, State.ROLLBACK_FAILED.value),
+        )
+        return sorted({row["data_aside"] for row in rows})
 
     def rolled_back_versions(self) -> dict[str, str]:
         """Versions an unattended upgrade must not pick again, each with why: an upgrade to it

@@ -130,10 +130,17 @@ class Backups(Protocol):
     """Database dump plus data-dir archive, restore, and the schema fingerprint."""
 
     async def create(
-        self, *, version: str | None, reason: str, protect: Sequence[str] = ()
+        self,
+        *,
+        version: str | None,
+        reason: str,
+        protect: Sequence[str] = (),
+        keep_set_aside: Sequence[str] = (),
+        safety: bool = False,
     ) -> BackupRecord:
         """A new valid backup, or ``BackupError`` (and no backup marked valid). Retention after
-        it never deletes the backups named in ``protect``."""
+        it never deletes the backups named in ``protect`` nor the set-aside trees (paths) in
+        ``keep_set_aside``. A ``safety`` backup, taken just before a restore, is kept by age."""
         ...
 
     async def prepare_restore(self, backup_id: str) -> object:
@@ -146,17 +153,17 @@ class Backups(Protocol):
         ...
 
     def data_aside_path(self, label: str) -> Path:
-        """Where a restore labelled ``label`` moves the current data dir: a free sibling name
-        made from the label; computing it creates nothing."""
+        """Where a restore labelled ``label`` sets aside what it replaces of the data dir: a
+        free sibling name made from the time and the label; computing it creates nothing."""
         ...
 
     async def restore(
         self, backup_id: str, *, verify: bool = True, data_aside: Path | None = None
     ) -> RestoreRecord:
         """Restore the database and the data dir; the app services are already stopped.
-        ``verify=False`` when ``prepare_restore`` has just checked the backup. The current data
-        dir is moved to ``data_aside``; called again with the same ``data_aside`` after an
-        interruption, it finishes the same restore (the data dir is never lost or deleted)."""
+        ``verify=False`` when ``prepare_restore`` has just checked the backup. What it replaces
+        of the data dir goes to ``data_aside``; called again with the same ``data_aside`` after
+        an interruption, it finishes the same restore (nothing of the data dir is deleted)."""
         ...
 
     async def fingerprint(self) -> str:

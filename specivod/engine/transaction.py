@@ -158,6 +158,7 @@ async def _back_up(context: Context, transaction: Transaction) -> Transaction:
         version=transaction.from_version,
         reason=f"before upgrade to {target}",
         protect=context.journal.backups_still_needed(),
+        keep_set_aside=context.journal.set_aside_still_needed(),
     )
     return context.enter(
         transaction,
@@ -296,6 +297,8 @@ async def _save_replaced_state(context: Context, transaction: Transaction) -> st
         version=version_being_replaced(transaction),
         reason=f"state replaced by transaction #{transaction.id} ({transaction.kind.value})",
         protect=context.journal.backups_still_needed(),
+        keep_set_aside=context.journal.set_aside_still_needed(),
+        safety=True,
     )
     return backup.id
 

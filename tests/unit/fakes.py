@@ -154,12 +154,22 @@ class FakeBackups:
         self.restored: list[str] = []
         self.restore_arguments: list[tuple[str, bool, Path | None]] = []
         self.protected: list[list[str]] = []
+        self.kept_set_aside: list[list[str]] = []
+        self.safety: list[bool] = []
 
     async def create(
-        self, *, version: str | None, reason: str, protect: Sequence[str] = ()
+        self,
+        *,
+        version: str | None,
+        reason: str,
+        protect: Sequence[str] = (),
+        keep_set_aside: Sequence[str] = (),
+        safety: bool = False,
     ) -> FakeBackup:
         self.world.calls.append(f"backup ({reason})")
         self.protected.append(list(protect))
+        self.kept_set_aside.append(list(keep_set_aside))
+        self.safety.append(safety)
         if self.create_fails:
             raise BackupError("pg_dump exited with 1")
         backup = FakeBackup(

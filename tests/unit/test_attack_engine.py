@@ -5,6 +5,7 @@ fixing it. Unmarked tests are sequences that held and guard something real."""
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,21 @@ class WritesWhileServing(FakeBackups):
         self.late_rows = "a row written after the snapshot, while the app still served"
 
     async def create(
-        self, *, version: str | None, reason: str, protect: Sequence[str] = ()
+        self,
+        *,
+        version: str | None,
+        reason: str,
+        protect: Sequence[str] = (),
+        keep_set_aside: Sequence[str] = (),
+        safety: bool = False,
     ) -> FakeBackup:
-        backup = await super().create(version=version, reason=reason, protect=protect)
+        backup = await super().create(
+            version=version,
+            reason=reason,
+            protect=protect,
+            keep_set_aside=keep_set_aside,
+            safety=safety,
+        )
         if not self.world.stopped and "state replaced" in reason:
             self.world.rows = self.late_rows
         return backup
@@ -275,9 +288,14 @@ class Disk:
         self.capacity = capacity
 
     def used(self) -> int:
-        return sum(
-            path.stat().st_size for root in self.roots for path in root.rglob("*") if path.is_file()
-        )
+        """Bytes of the regular files, each inode once (snapshots hard-link unchanged files)."""
+        sizes = {}
+        for root in self.roots:
+            for path in root.rglob("*"):
+                status = path.lstat()
+                if stat.S_ISREG(status.st_mode):
+                    sizes[(status.st_dev, status.st_ino)] = status.st_size
+        return sum(sizes.values())
 
     def usage(self, _path: object) -> tuple[int, int, int]:
         used = self.used()
@@ -307,21 +325,41 @@ def _kit_on(state_dir: Path, real: Real, world: World | None = None) -> Kit:
     return make_kit(state_dir, world, backups=real.backups)  # type: ignore[arg-type]
 
 
-async def test_a_restore_without_room_for_safety_backup_and_swap_aborts_while_serving(
+async def test_a_restore_without_room_for_safety_backup_and_copy_aborts_while_serving(
     tmp_path: Path, small_disk: Disk
 ) -> None:
     real = _real_backups(tmp_path)
     old = await real.backups.create(version="0.1.10", reason="manual")
-    # Room for one more backup (the safety backup), or for one more copy of the data dir (the
-    # swap), not for both; one file system holds the backups and the data dir.
-    small_disk.capacity = small_disk.used() + old.size + 20_000
-    assert old.size + 20_000 < old.size + old.data_dir.size
+    # The failed release rewrote the upload: the safety backup must copy the new one, the
+    # restore must copy the old one back. One file system holds the backups and the data dir,
+    # with room for one of the two copies only.
+    (real.data / "attachments" / "upload.bin").write_bytes(b"y" * 100_000)
+    small_disk.capacity = small_disk.used() + old.database.size + 100_000 + 20_000
     kit = _kit_on(tmp_path / "state", real)
 
     restore = (await kit.engine.restore(old.id, "0.1.10")).transaction
 
     assert restore.state is State.ABORTED, (restore.state, restore.reason)
+    assert "not enough free space" in str(restore.reason)
     assert not kit.world.stopped
+    assert (real.data / "attachments" / "upload.bin").read_bytes() == b"y" * 100_000
+
+
+async def test_a_restore_of_a_few_changed_files_fits_where_a_whole_copy_would_not(
+    tmp_path: Path, small_disk: Disk
+) -> None:
+    real = _real_backups(tmp_path)
+    old = await real.backups.create(version="0.1.10", reason="manual")
+    expected = _tree(real.data)
+    (real.data / "FORMAT").write_text("format 2\n")
+    small_disk.capacity = small_disk.used() + old.database.size + 20_000
+    assert small_disk.capacity - small_disk.used() < old.data_dir.bytes_total  # type: ignore[union-attr]
+    kit = _kit_on(tmp_path / "state", real)
+
+    restore = (await kit.engine.restore(old.id, "0.1.10")).transaction
+
+    assert restore.state is State.ROLLED_BACK, (restore.state, restore.reason)
+    assert _tree(real.data) == expected
 
 
 async def test_a_restore_after_the_journal_was_reset_still_swaps_the_data_dir(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,10 +32,17 @@ from specivod.domain.errors import BackupError
 MOMENT = datetime(2025, 3, 1, 2, 0, 5, tzinfo=UTC)
 
 
-def manifest(backup_id: str, *, valid: bool = True, size: int = 100) -> BackupManifest:
+def manifest(
+    backup_id: str,
+    *,
+    valid: bool = True,
+    size: int = 100,
+    safety: bool = False,
+    created_at: datetime = MOMENT,
+) -> BackupManifest:
     return BackupManifest(
         id=backup_id,
-        created_at=MOMENT,
+        created_at=created_at,
         version="0.1.10",
         reason="test",
         database=DatabaseDump("database.dump", size, "d" * 64, "custom"),
@@ -42,6 +50,7 @@ def manifest(backup_id: str, *, valid: bool = True, size: int = 100) -> BackupMa
         fingerprint="sha256:" + "f" * 64,
         durations=Durations(1.0, 0.5, 1.5),
         valid=valid,
+        safety=safety,
     )
 
 
@@ -184,3 +193,28 @@ def test_manifest_refuses_what_it_did_not_write(change: dict[str, object]) -> No
     data = {**manifest(ids(1)[0]).to_json(), **change}
     with pytest.raises(ValueError, match=r"manifest"):
         BackupManifest.from_json(data)
+
+
+def test_safety_backups_are_not_counted_and_go_by_age() -> None:
+    week = timedelta(days=7)
+    newest_first = [
+        manifest("regular-1"),
+        manifest("safety-new", safety=True, created_at=MOMENT - timedelta(days=6)),
+        manifest("regular-2"),
+        manifest("safety-old", safety=True, created_at=MOMENT - timedelta(days=8)),
+        manifest("safety-old-kept", safety=True, created_at=MOMENT - timedelta(days=30)),
+        manifest("regular-3"),
+    ]
+    expired = select_expired(newest_first, 2, {"safety-old-kept"}, now=MOMENT, safety_max_age=week)
+    assert expired == ["safety-old", "regular-3"]
+    assert select_expired(newest_first, 2) == ["regular-3"]
+
+
+def test_a_backup_written_before_the_safety_flag_is_recognised_by_its_reason(
+    tmp_path: Path,
+) -> None:
+    old = replace(manifest("20250301T020005Z"), reason="state replaced by transaction #4 (upgrade)")
+    data = old.to_json()
+    del data["safety"]
+    assert BackupManifest.from_json(data).safety
+    assert not BackupManifest.from_json(manifest("20250301T020005Z").to_json()).safety

@@ -199,3 +199,37 @@ def test_secrets_in_reasons_and_details_never_reach_the_journal(tmp_path: Path) 
     stored = [transaction.reason or "", *(step.detail for step in journal.steps(transaction.id))]
     assert not any("s3cret-pw" in text for text in stored)
     assert "postgresql://specivo:" in (transaction.reason or "")
+
+
+def test_retention_spares_every_failed_rollbacks_backups_not_only_the_latest(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    failed = [*FORWARD, State.ROLLING_BACK, State.ROLLBACK_FAILED]
+    _open_with_backup(journal, Kind.UPGRADE, "b-failed-first", failed)
+    _open_with_backup(journal, Kind.UPGRADE, "b-failed-second", failed)
+    _open_with_backup(journal, Kind.UPGRADE, "b-succeeded", [*FORWARD, State.SUCCEEDED])
+
+    assert journal.backups_still_needed() == ["b-failed-first", "b-failed-second", "b-succeeded"]
+
+
+def test_set_aside_trees_of_unfinished_and_failed_transactions_are_still_needed(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path)
+    for name, path in (
+        ("rolled-back", [*FORWARD, State.ROLLING_BACK, State.ROLLED_BACK]),
+        ("failed", [*FORWARD, State.ROLLING_BACK, State.ROLLBACK_FAILED]),
+        ("killed", [*FORWARD, State.ROLLING_BACK]),
+    ):
+        transaction = journal.begin(
+            Kind.UPGRADE, trigger="manual", from_version="0.1.10", to_version="0.2.0", now=NOW
+        )
+        transaction = journal.record(transaction, data_aside=f"/srv/data.replaced-{name}")
+        for state in path:
+            transaction = journal.advance(transaction, state, now=NOW)
+
+    assert journal.set_aside_still_needed() == [
+        "/srv/data.replaced-failed",
+        "/srv/data.replaced-killed",
+    ]

@@ -1,9 +1,11 @@
 """Backups of a Specivo deployment: a PostgreSQL dump streamed from the database service, an
-archive of the data dir, a manifest, retention, restore, and the schema fingerprint.
+incremental snapshot of the data dir, a manifest, retention, restore, and the schema fingerprint.
 
 Rule: a backup is listed, counted and restorable only once it is complete — every file fsynced,
 checksummed and the dump validated — and a failure at any point leaves no backup behind, only a
-``BackupError``. Nothing here ever deletes a data dir: a restore moves the current one aside.
+``BackupError``. Every snapshot is complete on its own (unchanged files are hard links to the
+previous snapshot's, never to the live data dir), so retention deleting any backup loses nothing
+of another. Nothing here deletes a file of the data dir: a restore sets aside what it replaces.
 Callers hold the host lock (``specivod.engine.lock.host_lock``); restore expects the app services
 to be stopped already.
 """
@@ -11,27 +13,31 @@ to be stopped already.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Collection
 from pathlib import Path
 
 from specivod.adapters.backup import datadir
-from specivod.adapters.backup.files import sha256_of, tree_size
+from specivod.adapters.backup.datasync import plan_sync
+from specivod.adapters.backup.estimate import BackupEstimate
+from specivod.adapters.backup.files import sha256_of
 from specivod.adapters.backup.manifest import (
     BackupManifest,
     DatabaseDump,
-    DataDirArchive,
+    DataDirSnapshot,
     Durations,
     check_files,
     write_manifest,
 )
 from specivod.adapters.backup.postgres import PostgresDatabase
 from specivod.adapters.backup.progress import Meter, Progress
-from specivod.adapters.backup.restoring import RestoreResult, restore_backup
+from specivod.adapters.backup.restoring import RestoreResult, restore_archive, restore_snapshot
 from specivod.adapters.backup.runner import ComposeRunner
+from specivod.adapters.backup.set_aside import SetAside, list_set_aside, prune_set_aside
+from specivod.adapters.backup.snapshot import Previous, estimate_snapshot, take_snapshot
 from specivod.adapters.backup.store import (
     BackupStore,
-    expected_size,
     format_id,
     require_free_space,
     select_expired,
@@ -40,12 +46,21 @@ from specivod.adapters.clock import Clock, SystemClock
 from specivod.domain.errors import BackupError
 from specivod.settings import BackupSettings, Settings
 
-__all__ = ["BackupManifest", "Backups", "Progress", "RestoreResult", "backups_in"]
+__all__ = [
+    "BackupEstimate",
+    "BackupManifest",
+    "Backups",
+    "Progress",
+    "RestoreResult",
+    "SetAside",
+    "backups_in",
+]
 
 log = logging.getLogger(__name__)
 
 DUMP_NAME = "database.dump"
-ARCHIVE_NAME = "data.tar"
+SNAPSHOT_TREE = "data"
+SNAPSHOT_INDEX = "data.index"
 
 
 def backups_in(directory: Path) -> list[BackupManifest]:
@@ -90,40 +105,52 @@ class Backups:
         reason: str,
         progress: Progress | None = None,
         protect: Collection[str] = (),
+        keep_set_aside: Collection[str] = (),
+        safety: bool = False,
     ) -> BackupManifest:
-        """A new valid backup, then retention (keeping this one and ``protect``)."""
+        """A new valid backup, then retention (keeping this one, the backups in ``protect`` and
+        the set-aside trees in ``keep_set_aside``). A ``safety`` backup is the one taken just
+        before a restore: retention keeps it by age instead of counting it."""
         try:
-            return await self._create(version, reason, progress, protect)
+            manifest = await self._create(version, reason, progress, safety)
         except OSError as error:
             raise BackupError(f"backup failed: {error}") from None
+        self.prune(self._settings.keep, {manifest.id, *protect}, keep_set_aside)
+        return manifest
 
     async def _create(
-        self,
-        version: str | None,
-        reason: str,
-        progress: Progress | None,
-        protect: Collection[str],
+        self, version: str | None, reason: str, progress: Progress | None, safety: bool
     ) -> BackupManifest:
         self._store.ensure()
         self._store.remove_leftovers()
         data_dir = self._data_dir()
         if not data_dir.is_dir():
             raise BackupError(f"the data dir {data_dir} does not exist or is not a directory")
-        await self._require_space(data_dir)
+        base = self._base_for(data_dir)
+        estimate = await self._estimate(data_dir, base)
+        log.info("%s", estimate.describe())
+        require_free_space(
+            self._store.free_bytes(),
+            estimate.bytes_needed,
+            int(self._settings.min_free_bytes),
+            self.directory,
+        )
         created_at = self._clock.now()
         backup_id = self._store.new_id(created_at)
         work = self._store.start(backup_id)
         log.info("backing up the database and %s into %s", data_dir, self.path(backup_id))
         try:
             database, database_seconds, fingerprint = await self._dump(work, progress)
-            archive, data_dir_seconds = await self._archive(data_dir, work, progress)
+            snapshot, data_dir_seconds = await self._snapshot(
+                data_dir, base, work, estimate.data.bytes_to_copy, progress
+            )
             manifest = BackupManifest(
                 id=backup_id,
                 created_at=created_at,
                 version=version,
                 reason=reason,
                 database=database,
-                data_dir=archive,
+                data_dir=snapshot,
                 fingerprint=fingerprint,
                 durations=Durations(
                     database_seconds=round(database_seconds, 3),
@@ -131,13 +158,13 @@ class Backups:
                     total_seconds=round(database_seconds + data_dir_seconds, 3),
                 ),
                 valid=True,
+                safety=safety,
             )
             write_manifest(work, manifest)
             self._store.complete(backup_id)
         except BaseException:
             self._store.discard(backup_id)
             raise
-        self.prune(self._settings.keep, {backup_id, *protect})
         return manifest
 
     async def _dump(self, work: Path, progress: Progress | None) -> tuple[DatabaseDump, float, str]:
@@ -154,36 +181,77 @@ class Backups:
         )
         return record, self._clock.monotonic() - started, fingerprint
 
-    async def _archive(
-        self, data_dir: Path, work: Path, progress: Progress | None
-    ) -> tuple[DataDirArchive, float]:
+    async def _snapshot(
+        self,
+        data_dir: Path,
+        base: BackupManifest | None,
+        work: Path,
+        expected: int,
+        progress: Progress | None,
+    ) -> tuple[DataDirSnapshot, float]:
         started = self._clock.monotonic()
-        total = await asyncio.to_thread(tree_size, data_dir) if progress else None
         summary = await asyncio.to_thread(
-            datadir.archive,
+            take_snapshot,
             data_dir,
-            work / ARCHIVE_NAME,
-            Meter(progress, "data dir archive", total).add,
+            work / SNAPSHOT_TREE,
+            work / SNAPSHOT_INDEX,
+            self._previous(base),
+            checksum=self._settings.checksum,
+            done=Meter(progress, "data dir snapshot", expected).add,
         )
-        record = DataDirArchive(
-            str(data_dir),
-            ARCHIVE_NAME,
-            summary.size,
-            summary.sha256,
-            summary.file_count,
+        record = DataDirSnapshot(
+            source=str(data_dir),
+            tree=SNAPSHOT_TREE,
+            index=SNAPSHOT_INDEX,
+            index_sha256=summary.index_sha256,
+            file_count=summary.files,
+            bytes_total=summary.bytes_total,
+            files_copied=summary.files_copied,
+            bytes_copied=summary.bytes_copied,
+            files_linked=summary.files_linked,
+            bytes_linked=summary.bytes_linked,
+            reflinked=summary.reflinked,
+            base=base.id if base is not None else None,
             vanished_while_archived=summary.vanished,
             changed_while_archived=summary.changed,
+            flagged=summary.flagged,
+            skipped=summary.skipped,
         )
         return record, self._clock.monotonic() - started
 
-    async def _require_space(self, data_dir: Path) -> None:
-        expected = expected_size(self.list())
-        if expected is None:
+    def _base_for(self, data_dir: Path) -> BackupManifest | None:
+        """The newest valid snapshot of this data dir whose files are still there to link to."""
+        for manifest in self.list():
+            snapshot = manifest.data_dir
+            if (
+                manifest.valid
+                and isinstance(snapshot, DataDirSnapshot)
+                and snapshot.source == str(data_dir)
+                and (self.path(manifest.id) / snapshot.index).is_file()
+            ):
+                return manifest
+        return None
+
+    def _previous(self, base: BackupManifest | None) -> Previous | None:
+        if base is None or not isinstance(base.data_dir, DataDirSnapshot):
+            return None
+        directory = self.path(base.id)
+        return Previous(directory / base.data_dir.tree, directory / base.data_dir.index)
+
+    async def _estimate(self, data_dir: Path, base: BackupManifest | None) -> BackupEstimate:
+        database = next((m.database.size for m in self.list() if m.valid), None)
+        if database is None:
             database = await self._database.size()
-            expected = database + await asyncio.to_thread(tree_size, data_dir)
-        require_free_space(
-            self._store.free_bytes(), expected, int(self._settings.min_free_bytes), self.directory
-        )
+        data = await asyncio.to_thread(estimate_snapshot, data_dir, self._previous(base))
+        return BackupEstimate(database, data, base.id if base is not None else None)
+
+    async def estimate(self) -> BackupEstimate:
+        """What the next backup will write: the database dump (as big as the last one) and the
+        files of the data dir that changed since the last snapshot. Reads no file's content."""
+        data_dir = self._data_dir()
+        if not data_dir.is_dir():
+            raise BackupError(f"the data dir {data_dir} does not exist or is not a directory")
+        return await self._estimate(data_dir, self._base_for(data_dir))
 
     def _data_dir(self) -> Path:
         data_dir = self._deployment.data_dir()
@@ -191,25 +259,53 @@ class Backups:
             raise BackupError("the deployment's env file names no data dir to back up")
         return data_dir.resolve()
 
-    def prune(self, keep: int, protected_ids: Collection[str] = ()) -> list[str]:
-        """Delete all but the newest ``keep`` valid backups, never a protected one."""
+    def prune(
+        self, keep: int, protected_ids: Collection[str] = (), keep_set_aside: Collection[str] = ()
+    ) -> list[str]:
+        """Delete all but the newest ``keep`` valid backups and the safety backups and
+        set-aside trees older than ``backup.keep_set_aside_for``, never a protected one; the ids
+        of the deleted backups."""
+        now = self._clock.now()
+        max_age = self._settings.keep_set_aside_for
         deleted = []
-        for backup_id in select_expired(self.list(), keep, protected_ids):
+        expired = select_expired(self.list(), keep, protected_ids, now=now, safety_max_age=max_age)
+        for backup_id in expired:
             try:
                 self._store.delete(backup_id)
             except OSError as error:
                 log.warning("cannot delete old backup %s: %s", backup_id, error)
             else:
                 deleted.append(backup_id)
+        with contextlib.suppress(BackupError):
+            prune_set_aside(self._data_dir(), max_age, now, keep_set_aside)
         return deleted
 
-    async def verify(self, backup_id: str, progress: Progress | None = None) -> BackupManifest:
-        """The manifest, once both files are checked against their size and sha256."""
+    def set_aside(self) -> list[SetAside]:
+        """The trees restores set aside beside the data dir, newest first, with their sizes."""
+        return list_set_aside(self._data_dir())
+
+    async def verify(
+        self, backup_id: str, progress: Progress | None = None, *, read_snapshot: bool = True
+    ) -> BackupManifest:
+        """The manifest, once its files are checked against their sizes and sha256 (for a
+        snapshot, without ``read_snapshot``, only its index and every file's presence and size:
+        a restore checks each file it copies)."""
         manifest = self.get(backup_id)
         if not manifest.valid:
             raise BackupError(f"backup {backup_id} is marked invalid")
-        meter = Meter(progress, "verify", manifest.size)
-        await asyncio.to_thread(check_files, self.path(backup_id), manifest, meter.add)
+        data_dir = manifest.data_dir
+        if isinstance(data_dir, DataDirSnapshot):
+            to_read = data_dir.bytes_total if read_snapshot else 0
+        else:
+            to_read = data_dir.size
+        meter = Meter(progress, "verify", manifest.database.size + to_read)
+        await asyncio.to_thread(
+            check_files,
+            self.path(backup_id),
+            manifest,
+            meter.add,
+            read_snapshot=read_snapshot,
+        )
         return manifest
 
     def version_of(self, backup_id: str) -> str | None:
@@ -217,23 +313,35 @@ class Backups:
         return self.get(backup_id).version
 
     def data_aside_path(self, label: str) -> Path:
-        """Where a restore given this label (a transaction's, such as ``tx42``) moves the
-        current data dir: ``<data dir>.replaced-<label>`` beside it, or with ``-1``, ``-2``...
-        appended when that exists already (left by another journal's transaction of the same
-        number): the caller journals the path before the restore acts, so an existing one is
-        never ours. Creates nothing."""
+        """Where a restore given this label (a transaction's, such as ``tx42``) sets aside what
+        it replaces: ``<data dir>.replaced-<time>-<label>`` beside it, or with ``-1``, ``-2``...
+        appended when that exists already: the caller journals the path before the restore
+        acts, so an existing one is never ours. Creates nothing."""
         if not label or "/" in label or label in (".", ".."):
             raise BackupError(f"{label!r} cannot name the replaced data dir")
         data_dir = self._data_dir()
-        return datadir.free_sibling(data_dir, f".replaced-{label}")
+        return datadir.free_sibling(data_dir, f".replaced-{format_id(self._clock.now())}-{label}")
 
     async def prepare_restore(
         self, backup_id: str, progress: Progress | None = None
     ) -> BackupManifest:
         """Every check a restore can make before it changes anything: the backup is valid, its
-        files match their checksums, and the data dir can be swapped beside the current one."""
-        manifest = await self.verify(backup_id, progress)
-        datadir.check_restorable(self._data_dir(), manifest.data_dir.size, backup_id)
+        files match the manifest, and the data dir has room for what the restore copies."""
+        manifest = await self.verify(backup_id, progress, read_snapshot=False)
+        data_dir = self._data_dir()
+        snapshot = manifest.data_dir
+        if isinstance(snapshot, DataDirSnapshot):
+            directory = self.path(backup_id)
+            plan = await asyncio.to_thread(
+                plan_sync,
+                directory / snapshot.tree,
+                directory / snapshot.index,
+                data_dir,
+                checksum=self._settings.checksum,
+            )
+            datadir.check_room(data_dir, plan.bytes_to_copy)
+        else:
+            datadir.check_restorable(data_dir, snapshot.size, backup_id)
         return manifest
 
     async def restore(
@@ -244,15 +352,15 @@ class Backups:
         verify: bool = True,
         data_aside: Path | None = None,
     ) -> RestoreResult:
-        """Restore the database and the data dir (the app services must be stopped); the
-        checksums are verified first unless the caller has just done so.
+        """Restore the database and the data dir (the app services must be stopped); the backup
+        is checked first unless the caller has just done so.
 
-        The current data dir is moved to ``data_aside`` (see ``data_aside_path``), or to a new
-        ``.replaced-<stamp>`` sibling when it is ``None``. Given the same ``data_aside`` again
-        after an interruption, the restore finishes what the first attempt began: when the
-        data dir is already aside, the copy is extracted again and moved into place; when the
-        swap was done, the data dir is the restored copy and stays. The database is restored
-        again in every case (the restore replaces it whole)."""
+        What the restore replaces goes to ``data_aside`` (see ``data_aside_path``), or to a new
+        ``.replaced-<time>`` sibling when it is ``None``: for a snapshot, the files it replaced
+        or removed; for an archive taken before snapshots, the whole data dir. Given the same
+        ``data_aside`` again after an interruption, the restore finishes what the first
+        attempt began (see ``restoring``). The database is restored again in every case (the
+        restore replaces it whole)."""
         try:
             return await self._restore(backup_id, progress, verify, data_aside)
         except OSError as error:
@@ -262,7 +370,11 @@ class Backups:
         self, backup_id: str, progress: Progress | None, verify: bool, data_aside: Path | None
     ) -> RestoreResult:
         started = self._clock.monotonic()
-        manifest = await self.verify(backup_id, progress) if verify else self.get(backup_id)
+        manifest = (
+            await self.verify(backup_id, progress, read_snapshot=False)
+            if verify
+            else self.get(backup_id)
+        )
         if not manifest.valid:
             raise BackupError(f"backup {backup_id} is marked invalid")
         data_dir = self._data_dir()
@@ -273,17 +385,30 @@ class Backups:
                 manifest.data_dir.source,
                 data_dir,
             )
-        aside = await restore_backup(
-            manifest,
-            self.path(backup_id),
-            data_dir=data_dir,
-            database=self._database,
-            data_aside=data_aside,
-            default_aside=lambda: datadir.free_sibling(
-                data_dir, f".replaced-{format_id(self._clock.now())}"
-            ),
-            progress=progress,
-        )
+
+        def default_aside() -> Path:
+            return datadir.free_sibling(data_dir, f".replaced-{format_id(self._clock.now())}")
+
+        if manifest.is_snapshot:
+            aside = await restore_snapshot(
+                manifest,
+                self.path(backup_id),
+                data_dir=data_dir,
+                database=self._database,
+                replaced=data_aside or default_aside(),
+                checksum=self._settings.checksum,
+                progress=progress,
+            )
+        else:
+            aside = await restore_archive(
+                manifest,
+                self.path(backup_id),
+                data_dir=data_dir,
+                database=self._database,
+                data_aside=data_aside,
+                default_aside=default_aside,
+                progress=progress,
+            )
         return RestoreResult(manifest, data_dir, aside, self._clock.monotonic() - started)
 
     # Last in the class: a method named ``list`` hides the builtin from the annotations below it.

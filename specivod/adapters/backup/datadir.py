@@ -170,6 +170,20 @@ def check_restorable(
         )
 
 
+def check_room(data_dir: Path, needed: int, disk_free: Callable[[Path], int] = _disk_free) -> None:
+    """Fail before anything changes when the data dir's file system has less than ``needed``
+    bytes free (what a restore copies into it)."""
+    existing = data_dir
+    while not existing.exists():
+        existing = existing.parent
+    free = disk_free(existing)
+    if free < needed:
+        raise BackupError(
+            f"not enough free space in {existing} to restore the data dir: {free} bytes free, "
+            f"{needed} needed for the files that differ from the backup"
+        )
+
+
 def staging_path(data_dir: Path, backup_id: str) -> Path:
     return data_dir.with_name(f".{data_dir.name}.restoring-{backup_id}")
 

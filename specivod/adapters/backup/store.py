@@ -12,7 +12,7 @@ import logging
 import re
 import shutil
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from specivod.adapters.backup.files import fsync_directory, make_private_directory, remove_tree
@@ -37,14 +37,28 @@ def is_backup_id(text: str) -> bool:
 
 
 def select_expired(
-    newest_first: Sequence[BackupManifest], keep: int, protected: Collection[str] = ()
+    newest_first: Sequence[BackupManifest],
+    keep: int,
+    protected: Collection[str] = (),
+    *,
+    now: datetime | None = None,
+    safety_max_age: timedelta | None = None,
 ) -> list[str]:
     """Ids to delete so that the newest ``keep`` valid backups remain; invalid ones go too, and
-    a protected id never does."""
+    a protected id never does. Safety backups are not counted: each goes once it is older than
+    ``safety_max_age`` (never, when no age is given)."""
     kept = 0
     expired = []
     for manifest in newest_first:
-        if manifest.valid and kept < keep:
+        if manifest.safety and manifest.valid:
+            too_old = (
+                now is not None
+                and safety_max_age is not None
+                and now - manifest.created_at > safety_max_age
+            )
+            if too_old and manifest.id not in protected:
+                expired.append(manifest.id)
+        elif manifest.valid and kept < keep:
             kept += 1
         elif manifest.id not in protected:
             expired.append(manifest.id)
