@@ -39,8 +39,8 @@ from specivod.domain.references import ImageReference, parse_reference
 from specivod.domain.releases import AttentionRule
 from specivod.domain.versions import Step, VersionPolicy
 from specivod.domain.windows import DAY_NAMES, Window
-from specivod.settings_smoke import SmokeCheck, check_scenario
 from specivod.release_settings import AttentionLabel, valid_notes_template, valid_pattern
+from specivod.settings_smoke import SmokeCheck, check_scenario
 
 DEFAULT_CONFIG = Path("/etc/specivod/specivod.toml")
 ENV_PREFIX = "SPECIVOD_"
@@ -174,7 +174,6 @@ class PolicySettings(Section):
         description="How long an unattended upgrade is assumed to take before the journal "
         "holds any; it starts only if the longest recent one fits before the window closes.",
     )
-
     release_notes: str | None = Field(
         None,
         description="Link to a release's notes; {version} is replaced by the tag, e.g. "
@@ -285,7 +284,19 @@ class HealthSettings(Section):
 
 class BackupSettings(Section):
     dir: Path = Field(Path("/var/backups/specivod"), description="Where backups are kept (0700).")
-    keep: int = Field(5, ge=1, description="Valid backups kept; older ones are deleted.")
+    keep: int = Field(
+        5, ge=1, description="Valid backups kept; older ones are deleted (safety backups aside)."
+    )
+    keep_set_aside_for: Duration = Field(
+        timedelta(days=7),
+        description="Age at which the trees of files a restore replaced, and the safety backups "
+        "taken before restores, are deleted (never one a failed or unfinished transaction names).",
+    )
+    checksum: bool = Field(
+        False,
+        description="Find changed files by content too, not only by size, mtime and inode "
+        "(reads the whole data dir at every backup and restore).",
+    )
     database_service: str = Field("db", description="Compose service running PostgreSQL.")
     database_user: str = Field("specivo")
     database_name: str = Field("specivo")
