@@ -1,5 +1,8 @@
-"""Run the real ``specivod`` CLI, but SIGKILL the process right after a given state is committed
-to the journal: ``python -m tests.e2e.crash_runner STATE specivod-args...``.
+"""Run the real ``specivod`` CLI, but SIGKILL the process at a chosen instant:
+``python -m tests.e2e.crash_runner WHEN specivod-args...``.
+
+``WHEN`` is a state name (killed right after that state is committed to the journal) or
+``SYNC:N`` (killed right after a restore's data dir sync placed its N-th file).
 
 This is the test's own fault injection; specivod itself has no crash switch.
 """
@@ -11,9 +14,12 @@ import signal
 import sys
 from typing import Any
 
+from specivod.adapters.backup import datasync, restoring
 from specivod.cli import main
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Transaction
+
+SYNC_PREFIX = "SYNC:"
 
 
 def _die() -> None:
@@ -40,6 +46,30 @@ def arm(state: State) -> None:
     Journal.advance = advance_then_die  # type: ignore[method-assign, assignment]
 
 
+def arm_sync(placed: int) -> None:
+    """Kill the process once the data dir sync has renamed ``placed`` files into place, through
+    the sync's own ``step`` hook (the restore passes none)."""
+    original = datasync.sync_from_snapshot
+    count = 0
+
+    def step(event: str, path: str) -> None:
+        nonlocal count
+        if event == "placed":
+            count += 1
+            if count >= placed:
+                _die()
+
+    def sync_then_die(*args: Any, **kwargs: Any) -> datasync.SyncSummary:
+        return original(*args, **{**kwargs, "step": step})
+
+    datasync.sync_from_snapshot = sync_then_die
+    restoring.sync_from_snapshot = sync_then_die  # type: ignore[attr-defined]
+
+
 if __name__ == "__main__":
-    arm(State[sys.argv[1]])
+    when = sys.argv[1]
+    if when.startswith(SYNC_PREFIX):
+        arm_sync(int(when.removeprefix(SYNC_PREFIX)))
+    else:
+        arm(State[when])
     sys.exit(main(sys.argv[2:]))
