@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import stat
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
-from specivod.adapters.backup import Backups
+import specivod.adapters.backup as backup_package
+from specivod.adapters.backup import Backups, datadir
+from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.process import Completed
 from specivod.domain.errors import BackupError
 from specivod.engine import ports
@@ -147,11 +150,15 @@ async def test_create_writes_a_complete_private_backup(tmp_path: Path, data_dir:
         "before upgrade to 0.2.0",
         True,
     )
-    for name in ("database.dump", "data.tar", "manifest.json"):
+    for name in ("database.dump", "data.index", "manifest.json"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for private in (directory, directory / "data"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    copied, live = tree(directory / "data"), tree(data_dir)
+    assert copied.pop(".") != live.pop("."), "the snapshot's root is private, not the data dir's"
+    assert copied == live
     assert backups.list() == [manifest]
-    assert {"database dump", "checksum", "data dir archive"} <= set(seen)
+    assert {"database dump", "checksum", "data dir snapshot"} <= set(seen)
     dump_call = next(c for c in compose.calls if c[0] == "pg_dump" and "-Fc" in c)
     assert dump_call[dump_call.index("-U") + 1] == "specivo"
     assert dump_call[-2:] == ("-d", "specivo")
@@ -211,24 +218,35 @@ async def test_without_a_previous_backup_free_space_is_estimated(
     compose = FakeCompose(data_dir, query_output="5000\n")
     backups = make(tmp_path, compose, min_free_bytes=1 << 60)
 
+    estimate = await backups.estimate()
     with pytest.raises(BackupError, match="not enough free space") as refused:
         await backups.create(version="0.1.10", reason="manual")
 
-    assert f"expected backup size {5000 + bytes_under(data_dir)} " in str(refused.value)
+    assert estimate.database_bytes == 5000
+    assert estimate.data.bytes_to_copy == bytes_under(data_dir)
+    assert f"expected backup size {estimate.bytes_needed} " in str(refused.value)
     assert f"min_free_bytes {1 << 60}" in str(refused.value)
     assert list(backups.directory.iterdir()) == []
 
 
-async def test_with_a_previous_backup_free_space_expects_its_size(
+async def test_with_a_previous_backup_free_space_expects_its_dump_and_the_changed_files(
     tmp_path: Path, data_dir: Path
 ) -> None:
     first = await make(tmp_path, FakeCompose(data_dir)).create(version="0.1.10", reason="ok")
+    (data_dir / "FORMAT").write_text("format 2, longer\n")
     compose = FakeCompose(data_dir)
     backups = make(tmp_path, compose, min_free_bytes=1 << 60)
 
-    with pytest.raises(BackupError, match=f"expected backup size {first.size} "):
+    estimate = await backups.estimate()
+    with pytest.raises(BackupError, match=f"expected backup size {estimate.bytes_needed} "):
         await backups.create(version="0.1.10", reason="manual")
 
+    assert (estimate.base, estimate.database_bytes) == (first.id, first.database.size)
+    assert (estimate.data.files_to_copy, estimate.data.bytes_to_copy) == (
+        1,
+        len("format 2, longer\n"),
+    )
+    assert estimate.data.bytes_total == bytes_under(data_dir)
     assert not any("pg_database_size" in " ".join(call) for call in compose.calls)
 
 
@@ -266,24 +284,27 @@ async def test_retention_never_deletes_the_backup_it_just_made(
     assert [m.id for m in backups.list()] == [newer.id, older.id]
 
 
-async def test_files_that_vanish_while_archived_are_counted_in_the_manifest(
-    tmp_path: Path, data_dir: Path
+async def test_files_that_vanish_while_snapshotted_are_counted_in_the_manifest(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The archive stream is written in 1 MiB chunks: the first progress report comes while
-    ``attachments/big.bin`` is read, before ``attachments/temp-upload`` is reached."""
-    (data_dir / "attachments" / "big.bin").write_bytes(bytes(3 << 20))
     (data_dir / "attachments" / "temp-upload").write_text("half an upload\n")
+    take = backup_package.take_snapshot
 
-    def progress(phase: str, done: int, total: int | None) -> None:
-        if phase == "data dir archive":
-            (data_dir / "attachments" / "temp-upload").unlink(missing_ok=True)
+    def take_while_an_upload_vanishes(*arguments: Any, **keywords: Any) -> Any:
+        def seen(path: Path) -> None:
+            if path.name == "temp-upload":  # stat'ed, then gone before it is read
+                path.unlink()
 
+        return take(*arguments, **keywords, seen=seen)
+
+    monkeypatch.setattr(backup_package, "take_snapshot", take_while_an_upload_vanishes)
     backups = make(tmp_path, FakeCompose(data_dir))
-    manifest = await backups.create(version="0.1.10", reason="busy", progress=progress)
+    manifest = await backups.create(version="0.1.10", reason="busy")
 
-    assert manifest.data_dir.vanished_while_archived == 1
-    assert manifest.data_dir.changed_while_archived == 0
-    assert manifest.data_dir.file_count == 3
+    snapshot = manifest.data_dir
+    assert isinstance(snapshot, DataDirSnapshot)
+    assert (snapshot.vanished_while_archived, snapshot.changed_while_archived) == (1, 0)
+    assert snapshot.file_count == 2
     assert backups.list() == [manifest]
 
 
@@ -377,24 +398,26 @@ async def test_a_failed_database_restore_leaves_the_data_dir_alone(
     assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
 
 
-@pytest.mark.parametrize("damaged", ["database.dump", "data.tar"])
+@pytest.mark.parametrize("damaged", ["database.dump", "data/FORMAT", "data.index"])
 async def test_a_corrupt_backup_is_refused_before_anything_changes(
     tmp_path: Path, data_dir: Path, damaged: str
 ) -> None:
     compose = FakeCompose(data_dir)
     backups = make(tmp_path, compose)
     manifest = await backups.create(version="0.1.10", reason="manual")
+    (data_dir / "FORMAT").write_text("format 3\n")  # the restore must copy the old one back
     path = backups.path(manifest.id) / damaged
     content = bytearray(path.read_bytes())
     content[len(content) // 2] ^= 0xFF
     path.write_bytes(bytes(content))
     compose.calls.clear()
 
-    with pytest.raises(BackupError, match=f"{damaged} is corrupt"):
+    with pytest.raises(BackupError, match="corrupt"):
         await backups.restore(manifest.id)
 
     assert compose.calls == []
     assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
+    assert (data_dir / "FORMAT").read_text() == "format 3\n"
 
 
 async def test_fingerprint_ignores_comments_and_the_restrict_key(
@@ -426,17 +449,26 @@ async def test_no_data_dir_in_the_env_file_is_an_error(tmp_path: Path) -> None:
         await make(tmp_path, FakeCompose(None)).create(version=None, reason="manual")
 
 
-def test_the_data_aside_path_is_a_free_sibling_named_by_the_label(
+class FrozenClock(FakeClock):
+    def now(self) -> datetime:
+        return self.moment
+
+
+def test_the_data_aside_path_is_a_free_sibling_named_by_time_and_label(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    backups = make(tmp_path, FakeCompose(data_dir))
+    backups = Backups(
+        BackupSettings.model_validate({"dir": tmp_path / "backups"}),
+        FakeCompose(data_dir),
+        FrozenClock(),
+    )
 
     path = backups.data_aside_path("tx42")
 
-    assert path == data_dir.resolve().with_name("data.replaced-tx42")
+    assert path == data_dir.resolve().with_name("data.replaced-20250301T020000Z-tx42")
     assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data"]
     path.mkdir()
-    assert backups.data_aside_path("tx42") == path.with_name("data.replaced-tx42-1")
+    assert backups.data_aside_path("tx42") == path.with_name(path.name + "-1")
     for label in ("", "..", "a/b"):
         with pytest.raises(BackupError, match="cannot name"):
             backups.data_aside_path(label)
@@ -450,52 +482,26 @@ async def _backed_up_then_changed(tmp_path: Path, data_dir: Path) -> tuple[Backu
     return backups, manifest.id
 
 
-async def test_restore_moves_the_data_dir_to_the_chosen_aside(
+async def test_restore_copies_back_what_differs_and_sets_aside_what_it_replaces(
     tmp_path: Path, data_dir: Path
 ) -> None:
     before = tree(data_dir)
     backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
-    changed = tree(data_dir)
+    untouched = (data_dir / "attachments" / "one.txt").stat().st_ino
     aside = backups.data_aside_path("tx42")
 
     result = await backups.restore(backup_id, data_aside=aside)
 
     assert result.data_aside == aside
-    assert tree(aside) == changed
     assert tree(data_dir) == before
-    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", "data.replaced-tx42"]
+    assert sorted(path.name for path in aside.iterdir()) == ["FORMAT", "written-later.txt"]
+    assert (aside / "FORMAT").read_text() == "format 3\n"
+    assert (aside / "written-later.txt").read_text() == "new\n"
+    assert (data_dir / "attachments" / "one.txt").stat().st_ino == untouched, "copied anyway"
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", aside.name]
 
 
-def _killed_between_the_renames(data_dir: Path, backup_id: str, aside: Path) -> None:
-    """What a restore killed after its first rename leaves: the staging copy, the data dir
-    aside."""
-    staging = data_dir.with_name(f".data.restoring-{backup_id}")
-    staging.mkdir()
-    (staging / "FORMAT").write_text("half extr")
-    data_dir.rename(aside)
-
-
-async def test_restore_killed_between_the_two_renames_finishes_when_resumed(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    before = tree(data_dir)
-    backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
-    changed = tree(data_dir)
-    aside = backups.data_aside_path("tx42")
-    _killed_between_the_renames(data_dir, backup_id, aside)
-    compose = FakeCompose(data_dir)
-    resumed = make(tmp_path, compose)
-
-    result = await resumed.restore(backup_id, data_aside=aside)
-
-    assert result.data_aside == aside
-    assert tree(data_dir) == before
-    assert tree(aside) == changed
-    assert compose.restored == DUMP
-    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", "data.replaced-tx42"]
-
-
-async def test_restore_resumed_after_the_swap_keeps_the_restored_data_dir(
+async def test_a_restore_resumed_with_the_same_aside_changes_nothing_more(
     tmp_path: Path, data_dir: Path
 ) -> None:
     backups, backup_id = await _backed_up_then_changed(tmp_path, data_dir)
@@ -509,7 +515,76 @@ async def test_restore_resumed_after_the_swap_keeps_the_restored_data_dir(
     assert result.data_aside == aside
     assert (tree(data_dir), tree(aside)) == (restored, replaced)
     assert compose.restored == DUMP
-    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", "data.replaced-tx42"]
+
+
+async def _legacy_backup(backups: Backups, data_dir: Path) -> str:
+    """A backup as specivod wrote them before snapshots: the data dir in one tar archive."""
+    manifest = await backups.create(version="0.1.10", reason="manual")
+    directory = backups.path(manifest.id)
+    summary = datadir.archive(data_dir, directory / "data.tar")
+    shutil.rmtree(directory / "data")
+    (directory / "data.index").unlink()
+    written = json.loads((directory / "manifest.json").read_text())
+    written["data_dir"] = {
+        "source": str(resolved(data_dir)),
+        "file": "data.tar",
+        "size": summary.size,
+        "sha256": summary.sha256,
+        "file_count": summary.file_count,
+        "format": "tar",
+    }
+    del written["safety"]
+    (directory / "manifest.json").write_text(json.dumps(written))
+    return manifest.id
+
+
+async def test_a_backup_holding_a_tar_archive_still_restores_by_swapping(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    before = tree(data_dir)
+    backups = make(tmp_path, FakeCompose(data_dir))
+    backup_id = await _legacy_backup(backups, data_dir)
+    (data_dir / "FORMAT").write_text("format 3\n")
+    changed = tree(data_dir)
+    aside = backups.data_aside_path("tx42")
+
+    result = await backups.restore(backup_id, data_aside=aside)
+
+    assert result.data_aside == aside
+    assert tree(aside) == changed
+    assert tree(data_dir) == before
+    assert not backups.get(backup_id).is_snapshot
+
+
+def _killed_between_the_renames(data_dir: Path, backup_id: str, aside: Path) -> None:
+    """What a restore killed after its first rename leaves: the staging copy, the data dir
+    aside."""
+    staging = data_dir.with_name(f".data.restoring-{backup_id}")
+    staging.mkdir()
+    (staging / "FORMAT").write_text("half extr")
+    data_dir.rename(aside)
+
+
+async def test_a_tar_restore_killed_between_the_two_renames_finishes_when_resumed(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    before = tree(data_dir)
+    backups = make(tmp_path, FakeCompose(data_dir))
+    backup_id = await _legacy_backup(backups, data_dir)
+    (data_dir / "FORMAT").write_text("format 3\n")
+    changed = tree(data_dir)
+    aside = backups.data_aside_path("tx42")
+    _killed_between_the_renames(data_dir, backup_id, aside)
+    compose = FakeCompose(data_dir)
+    resumed = make(tmp_path, compose)
+
+    result = await resumed.restore(backup_id, data_aside=aside)
+
+    assert result.data_aside == aside
+    assert tree(data_dir) == before
+    assert tree(aside) == changed
+    assert compose.restored == DUMP
+    assert sorted(p.name for p in data_dir.parent.iterdir()) == ["data", aside.name]
 
 
 async def test_an_aside_path_elsewhere_is_refused_before_anything_changes(
@@ -531,9 +606,11 @@ async def test_the_engine_can_drive_it_through_its_protocol(tmp_path: Path, data
     record = await engine_view.create(version="0.1.10", reason="before upgrade to 0.2.0")
     chosen = engine_view.data_aside_path("tx7")
     restored = await engine_view.restore(record.id, data_aside=chosen)
-    again = await engine_view.restore(record.id)
 
-    assert restored.data_aside == chosen == resolved(data_dir).with_name("data.replaced-tx7")
+    assert restored.data_aside is None, "nothing differed, nothing was set aside"
+    assert chosen.parent == resolved(data_dir).parent and chosen.name.endswith("-tx7")
+    (data_dir / "FORMAT").write_text("format 3\n")
+    again = await engine_view.restore(record.id)
     aside = again.data_aside
     assert isinstance(aside, Path)
     assert aside.parent == data_dir.parent and aside.name.startswith("data.replaced-2")

@@ -76,7 +76,7 @@ def test_a_missing_data_dir_is_created(tmp_path: Path) -> None:
     assert describe(tmp_path / "data") == expected
 
 
-def test_checksum_finds_content_changed_behind_size_and_mtime(tmp_path: Path) -> None:
+def test_content_changed_behind_size_and_mtime_is_found_by_its_ctime(tmp_path: Path) -> None:
     paths, expected = two_snapshots(tmp_path)
     live = tmp_path / "data" / paths[300]
     status = live.stat()
@@ -85,15 +85,20 @@ def test_checksum_finds_content_changed_behind_size_and_mtime(tmp_path: Path) ->
     quick = sync_from_snapshot(
         tmp_path / "two", tmp_path / "two.index", tmp_path / "data", tmp_path / "aside"
     )
-    assert quick.copied == 0
-    thorough = sync_from_snapshot(
-        tmp_path / "two",
-        tmp_path / "two.index",
-        tmp_path / "data",
-        tmp_path / "aside",
-        checksum=True,
+    assert quick.copied == 1
+    assert describe(tmp_path / "data") == expected
+
+
+def test_a_file_rewritten_with_the_same_content_is_read_not_copied(tmp_path: Path) -> None:
+    paths, expected = two_snapshots(tmp_path)
+    live = tmp_path / "data" / paths[300]
+    status = live.stat()
+    live.write_bytes(live.read_bytes())
+    os.utime(live, ns=(status.st_atime_ns, status.st_mtime_ns))
+    quick = sync_from_snapshot(
+        tmp_path / "two", tmp_path / "two.index", tmp_path / "data", tmp_path / "aside"
     )
-    assert thorough.copied == 1
+    assert (quick.copied, quick.set_aside) == (0, 0)
     assert describe(tmp_path / "data") == expected
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,10 +142,8 @@ async def test_a_stop_request_during_the_backup_aborts_before_the_pull(tmp_path:
     kit = make_kit(tmp_path, world, backups=backups)
     create = backups.create
 
-    async def back_up_then_sigterm(
-        *, version: str | None, reason: str, protect: Sequence[str] = ()
-    ) -> object:
-        backup = await create(version=version, reason=reason, protect=protect)
+    async def back_up_then_sigterm(*, version: str | None, reason: str, **rest: Any) -> object:
+        backup = await create(version=version, reason=reason, **rest)
         kit.stop.request("SIGTERM")
         return backup
 

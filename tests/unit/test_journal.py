@@ -218,7 +218,7 @@ def test_set_aside_trees_of_unfinished_and_failed_transactions_are_still_needed(
 ) -> None:
     journal = Journal(tmp_path)
     for name, path in (
-        ("rolled-back", [*FORWARD, State.ROLLING_BACK, State.ROLLED_BACK]),
+        ("rolled-back", [*FORWARD, *IMAGE_ROLLBACK]),
         ("failed", [*FORWARD, State.ROLLING_BACK, State.ROLLBACK_FAILED]),
         ("killed", [*FORWARD, State.ROLLING_BACK]),
     ):

@@ -108,7 +108,7 @@ def test_a_copy_of_the_previous_snapshot_that_was_damaged_is_not_linked(tmp_path
     assert (tmp_path / "two" / paths[3]).read_bytes() == (tmp_path / "data" / paths[3]).read_bytes()
 
 
-def test_checksum_finds_content_changed_behind_size_and_mtime(tmp_path: Path) -> None:
+def test_content_changed_in_place_behind_size_and_mtime_is_copied(tmp_path: Path) -> None:
     paths = build_tree(tmp_path / "data")
     snap(tmp_path, "one")
     live = tmp_path / "data" / paths[20]
@@ -116,10 +116,11 @@ def test_checksum_finds_content_changed_behind_size_and_mtime(tmp_path: Path) ->
     with live.open("r+b") as stream:
         stream.write(b"\x00\x01\x02" if stream.read(3) != b"\x00\x01\x02" else b"\xff\xfe\xfd")
     os.utime(live, ns=(status.st_atime_ns, status.st_mtime_ns))
-    assert snap(tmp_path, "quick", "one").files_copied == 0
-    summary = snap(tmp_path, "two", "one", checksum=True)
-    assert summary.files_copied == 1
-    assert (tmp_path / "two" / paths[20]).read_bytes() == live.read_bytes()
+    assert live.stat().st_ino == status.st_ino
+    for name, checksum in (("quick", False), ("thorough", True)):
+        summary = snap(tmp_path, name, "one", checksum=checksum)
+        assert summary.files_copied == 1, name
+        assert (tmp_path / name / paths[20]).read_bytes() == live.read_bytes()
 
 
 def test_hard_links_inside_the_data_dir_stay_hard_links(tmp_path: Path) -> None:

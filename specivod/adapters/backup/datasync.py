@@ -75,6 +75,33 @@ def plan_sync(tree: Path, index: Path, data_dir: Path, *, checksum: bool = False
     return SyncPlan(files, size, aside)
 
 
+def check_sources(
+    tree: Path,
+    index: Path,
+    data_dir: Path,
+    *,
+    checksum: bool = False,
+    done: BytesDone | None = None,
+) -> None:
+    """``BackupError`` unless every snapshot file a sync would copy now has the size and sha256
+    the index records: a damaged backup is found before a restore changes anything."""
+    state = _Snapshot.load(index)
+    for entry, _, differs in _compare(state, str(data_dir), checksum):
+        if not differs or entry.kind != "file" or entry.link_of is not None:
+            continue
+        source = tree / entry.path
+        try:
+            size = source.lstat().st_size
+            actual = sha256_of(source, done) if size == entry.size else None
+        except OSError as error:
+            raise BackupError(f"cannot read {source}: {error}") from None
+        if actual != entry.sha256:
+            raise BackupError(
+                f"{source} is corrupt: it does not match the snapshot index "
+                f"({size} bytes, sha256 {actual})"
+            )
+
+
 def sync_from_snapshot(
     tree: Path,
     index: Path,
@@ -203,7 +230,17 @@ def _matches(
         same = os.lstat(f"{live}/{entry.link_of}").st_ino == status.st_ino
     elif same and status.st_nlink > 1:
         same = inodes.setdefault(status.st_ino, entry.path) == entry.path
+    if same and not checksum and entry.inode and _not_provably_untouched(entry, status):
+        # Same size and mtime, but written since the snapshot (or a different file): the
+        # content decides, so an in-place write that kept the mtime is not missed.
+        return sha256_of(Path(path)) == entry.sha256
     return same and (not checksum or sha256_of(Path(path)) == entry.sha256)
+
+
+def _not_provably_untouched(entry: Entry, status: os.stat_result) -> bool:
+    """The snapshot saw this very file (inode) and nothing changed it since (ctime, which no
+    program can set back)."""
+    return (status.st_ino, status.st_ctime_ns) != (entry.inode, entry.ctime_ns)
 
 
 def _is_dir_kept(entry: Entry, status: os.stat_result | None) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specivod.adapters.backup import datadir
-from specivod.adapters.backup.datasync import plan_sync, sync_from_snapshot
+from specivod.adapters.backup.datasync import check_sources, plan_sync, sync_from_snapshot
 from specivod.adapters.backup.files import remove_tree
 from specivod.adapters.backup.manifest import BackupManifest, DataDirArchive, DataDirSnapshot
 from specivod.adapters.backup.postgres import PostgresDatabase
@@ -122,6 +122,14 @@ async def restore_snapshot(
     tree, index = directory / snapshot.tree, directory / snapshot.index
     plan = await asyncio.to_thread(plan_sync, tree, index, data_dir, checksum=checksum)
     datadir.check_room(data_dir, plan.bytes_to_copy)
+    await asyncio.to_thread(
+        check_sources,
+        tree,
+        index,
+        data_dir,
+        checksum=checksum,
+        done=Meter(progress, "verify", plan.bytes_to_copy).add,
+    )
     log.info(
         "restoring backup %s: the database, then %d files (%d bytes) of the data dir that differ; "
         "%d paths the backup lacks go to %s",
@@ -131,11 +139,14 @@ async def restore_snapshot(
         plan.paths_to_set_aside,
         replaced,
     )
-    await database.restore(
-        directory / manifest.database.file,
-        Meter(progress, "database restore", manifest.database.size).at,
-        manifest.database.relations,
-    )
+    try:
+        await database.restore(
+            directory / manifest.database.file,
+            Meter(progress, "database restore", manifest.database.size).at,
+            manifest.database.relations,
+        )
+    except BackupError as error:
+        raise BackupError(f"{error}\nThe data dir was not touched.") from None
     try:
         summary = await asyncio.to_thread(
             sync_from_snapshot,

@@ -1,16 +1,16 @@
 """Incremental snapshots of the data dir: a directory tree that shares what did not change.
 
-A file unchanged since the previous snapshot (same size, mtime and live inode; with ``checksum``
-the same sha256 too) is a hard link to that snapshot's copy, so it costs no data blocks; every
-other file is copied (a reflink where the file system allows). Every snapshot is complete on its
-own: deleting any other one loses nothing of it. The live data dir is never hard-linked (the app
-could modify a linked file in place), symlinks are recreated and never followed, and hard links
-inside the data dir stay hard links. Modes, owners and mtimes are kept; the snapshot's own root
-is 0700 (the data dir's own mode is in the index under ".").
+A file unchanged since the previous snapshot (same size, mtime, live inode and ctime; with
+``checksum`` the same sha256 too) is a hard link to that snapshot's copy, so it costs no data
+blocks; every other file is copied (a reflink where the file system allows). Every snapshot is
+complete on its own: deleting any other one loses nothing of it. The live data dir is never hard-
+linked (the app could modify a linked file in place), symlinks are recreated and never followed,
+and hard links inside the data dir stay hard links. Modes, owners and mtimes are kept; the
+snapshot's own root is 0700 (the data dir's own mode is in the index under ".").
 
-The walk is the live tree while the app may run: a path that vanishes before it is read is
-skipped and counted; a file that changes while copied is copied again, and after the last try
-kept as read and flagged. Sockets, fifos and devices are skipped and logged.
+The walk is the live tree while the app may run: a path that vanishes before it is read is skipped
+and counted; a file that changes while copied is copied again, and after the last try kept as read
+and flagged. Sockets, fifos and devices are skipped and logged.
 """
 
 # ruff: noqa: PTH114, PTH115
@@ -68,7 +68,7 @@ def load_known(previous: Previous | None) -> Known:
         return {}
     try:
         return {
-            entry.path: (entry.size, entry.mtime_ns, entry.inode, entry.sha256)
+            entry.path: (entry.size, entry.mtime_ns, entry.inode, entry.ctime_ns, entry.sha256)
             for entry in read_index(previous.index)
             if entry.kind == "file"
         }
@@ -183,14 +183,14 @@ def estimate_snapshot(source: Path, previous: Previous | None) -> SnapshotEstima
 
 
 def _unchanged(
-    known: tuple[int, int, int, str | None] | None,
+    known: tuple[int, int, int, int, str | None] | None,
     status: os.stat_result,
     earlier: str | None,
     path: str,
 ) -> bool:
     if known is None or earlier is None:
         return False
-    if known[:3] != (status.st_size, status.st_mtime_ns, status.st_ino):
+    if known[:4] != (status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns):
         return False
     try:
         return same_file_metadata(os.lstat(f"{earlier}/{path}"), status)

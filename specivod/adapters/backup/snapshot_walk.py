@@ -62,7 +62,9 @@ class Counts:
     flagged_paths: list[str] = field(default_factory=list)
 
 
-Known = dict[str, tuple[int, int, int, str | None]]
+Known = dict[str, tuple[int, int, int, int, str | None]]
+"""Per path of the previous snapshot: the live file's size, mtime, inode and ctime then, and
+its sha256."""
 """Path → (size, mtime_ns, live inode, sha256) of the previous snapshot's files."""
 
 
@@ -289,9 +291,14 @@ class Walker:
         known = self._known.get(path)
         if known is None or directories.previous is None:
             return None
-        size, mtime_ns, inode, sha256 = known
-        if (size, mtime_ns, inode) != (status.st_size, status.st_mtime_ns, status.st_ino):
-            return None
+        size, mtime_ns, inode, ctime_ns, sha256 = known
+        if (size, mtime_ns, inode, ctime_ns) != (
+            status.st_size,
+            status.st_mtime_ns,
+            status.st_ino,
+            status.st_ctime_ns,
+        ):
+            return None  # ctime too: no program can set it back after writing in place
         try:
             kept = os.lstat(name, dir_fd=directories.previous)
         except GONE:
