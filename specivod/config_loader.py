@@ -36,12 +36,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
 
 
+def _anchored(text: str, base: Path) -> str:
+    value = Path(text).expanduser()
+    return str(value if value.is_absolute() else base / value)
+
+
 def _anchor_paths(data: dict[str, Any], base: Path) -> None:
     for section, key in _RELATIVE_PATHS:
         table = data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str):
-            value = Path(table[key]).expanduser()
-            table[key] = str(value if value.is_absolute() else base / value)
+            table[key] = _anchored(table[key], base)
+    health = data.get("health")
+    secrets = health.get("secrets") if isinstance(health, dict) else None
+    if isinstance(secrets, dict):
+        for name, path in secrets.items():
+            if isinstance(path, str):
+                secrets[name] = _anchored(path, base)
 
 
 def _key(location: tuple[int | str, ...]) -> str:

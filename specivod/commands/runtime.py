@@ -14,6 +14,7 @@ from specivod.adapters.clock import SystemClock
 from specivod.adapters.compose import ComposeDeployment
 from specivod.adapters.http_probe import AiohttpProbe
 from specivod.adapters.registry import registry_from_settings
+from specivod.adapters.smoke_command import SubprocessCommands
 from specivod.engine.context import Context, Reporter, StopFlag
 from specivod.engine.journal import Journal, Transaction
 from specivod.engine.service import Engine
@@ -52,7 +53,12 @@ async def open_engine(
             AiohttpProbe() as probe,
         ):
             gate = HealthGate(
-                deployment, probe, settings.health, settings.registry.reference, clock
+                deployment,
+                probe,
+                settings.health,
+                settings.registry.reference,
+                clock,
+                commands=SubprocessCommands(),
             )
             context = Context(
                 journal=journal,

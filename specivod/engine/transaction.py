@@ -191,7 +191,7 @@ async def _start(context: Context, transaction: Transaction) -> Transaction:
 
 async def _verify(context: Context, transaction: Transaction) -> Transaction:
     target = version_being_installed(transaction)
-    verdict = await context.gate.verify(target)
+    verdict = await context.gate.verify(target, transaction.from_version)
     if verdict.healthy:
         return context.enter(transaction, State.SUCCEEDED, f"{target} is healthy: {verdict.detail}")
     return _begin_rollback(context, transaction, f"{target} {verdict.detail}")
@@ -348,7 +348,9 @@ async def _restart_previous(context: Context, transaction: Transaction) -> Trans
     await context.deployment.up(previous)
     if stopped_others:  # the versioned ones were just recreated by ``up``
         await context.deployment.start(stopped_others)
-    verdict = await context.gate.verify(previous)
+    verdict = await context.gate.verify(
+        previous, version_being_replaced(transaction), scenario_decides=False
+    )
     if not verdict.healthy:
         raise RollbackFailed(f"{previous} did not come back: {verdict.detail}")
     return context.enter(transaction, State.ROLLED_BACK, f"{previous} is healthy: {verdict.detail}")

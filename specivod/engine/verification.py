@@ -117,17 +117,33 @@ class HealthGate:
         http = probe if isinstance(probe, SmokeHttp) else None
         self._scenario = SmokeScenario(settings, http, commands)
 
-    async def verify(self, version: str, from_version: str | None = None) -> Verdict:
+    async def verify(
+        self, version: str, from_version: str | None = None, *, scenario_decides: bool = True
+    ) -> Verdict:
         """Health within the budget, then the smoke scenario once (``from_version``: the
-        version being replaced, for the scenario's placeholders and commands)."""
+        version being replaced, for the scenario's placeholders and commands). Without
+        ``scenario_decides`` (the version a rollback returns to, which passed it before), a
+        failed scenario is reported, not fatal: it more likely says the scenario is wrong."""
         health = await self._health(version)
         if not health.healthy or not self._settings.smoke:
             return health
         if (vetoed := self.veto(version)) is not None:
             return Verdict(False, health.attempts, f"verification vetoed: {vetoed}")
         scenario = await self._scenario.run(version, from_version)
-        if not scenario.passed:
+        if not scenario.passed and scenario_decides:
             return Verdict(False, health.attempts, scenario.detail)
+        if not scenario.passed:
+            log.warning(
+                "%s is healthy, but the smoke scenario fails on it too: %s",
+                version,
+                scenario.detail,
+            )
+            return Verdict(
+                True,
+                health.attempts,
+                f"{health.detail}; the smoke scenario fails on {version} too, check the "
+                f"scenario: {scenario.detail}",
+            )
         return Verdict(True, health.attempts, f"{health.detail}, {scenario.detail}")
 
     async def _health(self, version: str) -> Verdict:

@@ -168,3 +168,14 @@ def test_secrets_are_not_in_the_settings_repr_or_a_plain_dump(config: Path) -> N
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.model_dump())
     assert "hunter2" not in settings.model_dump_json()
+
+
+def test_smoke_secret_files_are_anchored_to_the_config_file(config: Path) -> None:
+    (config.parent / "smoke.password").write_text("hunter2-smoke\n")
+    config.write_text(GOOD + '\n[health]\nsecrets = { password = "smoke.password" }\n')
+
+    settings = load_settings(config)
+
+    secret = settings.health.secrets["password"]
+    assert secret.path == config.parent / "smoke.password"
+    assert secret.value.get_secret_value() == "hunter2-smoke"

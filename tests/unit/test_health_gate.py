@@ -188,6 +188,23 @@ async def test_the_scenario_runs_once_after_health_passed_not_at_every_check() -
     assert verdict.detail.startswith("failed smoke step 'open an issue': POST")
 
 
+async def test_the_version_a_rollback_returns_to_is_not_failed_by_the_scenario() -> None:
+    """It passed the scenario before the upgrade: failing it now says the scenario is wrong (a
+    changed password file), and a healthy old version is a finished rollback, not a failed one."""
+    create = "http://127.0.0.1:8080/api/issues"
+    probe = ScriptedProbe({create: HttpAnswer(401, "bad password")})
+    smoke = SmokeCheck(name="sign in", url=create, method="POST", expect_status=201)
+    gate, _, _ = _gate([HEALTHY], probe=probe, smoke=[smoke])
+
+    verdict = await gate.verify("0.2.0", "0.2.1", scenario_decides=False)
+    decided = await gate.verify("0.2.0", "0.1.10")
+
+    assert verdict.healthy and not decided.healthy
+    assert "the smoke scenario fails on 0.2.0 too" in verdict.detail
+    assert "failed smoke step 'sign in'" in verdict.detail
+    assert probe.asked == [create, create]
+
+
 async def test_an_unhealthy_release_never_runs_the_scenario() -> None:
     probe = ScriptedProbe({})
     smoke = SmokeCheck(name="open an issue", url="http://127.0.0.1:8080/api/issues")
