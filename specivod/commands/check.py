@@ -14,6 +14,7 @@ from specivod.adapters import compose
 from specivod.adapters.clock import Clock
 from specivod.adapters.registry.client import RegistryClient
 from specivod.adapters.registry.release import ReleaseCatalog, ReleaseLookup
+from specivod.commands.backup_estimate import next_backup
 from specivod.commands.output import emit_json, error, say
 from specivod.daemon.planner import (
     Lookup,
@@ -162,10 +163,12 @@ async def inspect(settings: Settings, registry: TagSource, clock: Clock) -> Chec
 
 async def check(settings: Settings, registry: TagSource, clock: Clock, as_json: bool) -> int:
     report = await inspect(settings, registry, clock)
+    backup, backup_line = await next_backup(settings)
     if as_json:
-        emit_json(report.as_json())
+        emit_json({**report.as_json(), "next_backup": backup})
     else:
         say(report.as_text())
+        say(f"backup:      {backup_line}")
     if report.plan.pin_problem is not None:
         (error if as_json else say)(  # --json keeps stdout one JSON object
             f"problem: {report.plan.pin_problem}; move to a release with "

@@ -11,6 +11,7 @@ from specivod.adapters import compose
 from specivod.adapters.registry import registry_from_settings
 from specivod.adapters.registry.release import ReleaseCatalog, ReleaseLookup
 from specivod.commands import exit_codes
+from specivod.commands.backup_estimate import next_backup
 from specivod.commands.journal_views import transaction_json, transaction_sentence
 from specivod.commands.output import emit_json, say
 from specivod.domain.errors import SpecivodError
@@ -99,8 +100,9 @@ def status(settings: Settings, as_json: bool) -> int:
         steps = journal.steps(latest.id) if latest else []
         release, line = release_of(settings, upgrade_target(latest))
         report = status_object(settings, journal, datetime.now(UTC), release)
+    backup, backup_line = asyncio.run(next_backup(settings))
     if as_json:
-        emit_json(report)
+        emit_json({**report, "next_backup": backup})
     else:
         pinned = report["deployed"]
         say(f"deployed: {pinned or 'unknown'} (pinned in {settings.deployment.env_path})")
@@ -113,6 +115,7 @@ def status(settings: Settings, as_json: bool) -> int:
             if line:
                 say(f"release:  {line}")
         say(f"controls: {_controls_sentence(report['controls'])}")
+        say(f"backup:   {backup_line}")
         if not settings.window:
             say("window:   none configured: the daemon never upgrades unattended")
     return exit_codes.NEEDS_A_PERSON if report["needs_attention"] else exit_codes.OK

@@ -42,12 +42,6 @@ def mounted_data_dir(tmp_path: Path) -> Iterator[Path]:
         yield data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack finding 5: with a mount-point data dir every set-aside is a cp -a onto the "
-    "parent's file system, and prepare_restore checks only the data dir's room: the restore "
-    "is started (app stopped, database restored) and fails half-way on ENOSPC",
-)
 async def test_no_room_beside_a_mounted_data_dir_is_found_before_anything_changes(
     tmp_path: Path, mounted_data_dir: Path
 ) -> None:

@@ -27,11 +27,6 @@ DAY = timedelta(days=1)
 NINETY_DAYS_AGO_NS = int((datetime.now(UTC) - 90 * DAY).timestamp() * 1e9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack finding 1: a set-aside tree named before issue 10 (<data>.replaced-tx5) is "
-    "aged by its mtime, which a rename keeps: set aside yesterday, deleted by the next backup",
-)
 def test_a_data_dir_set_aside_yesterday_under_the_old_naming_is_kept(tmp_path: Path) -> None:
     # Before issue 10 an archive restore renamed the whole data dir to <data>.replaced-tx<N>.
     # A directory's mtime is when an entry in it last changed, not when it was renamed.
@@ -49,11 +44,6 @@ def test_a_data_dir_set_aside_yesterday_under_the_old_naming_is_kept(tmp_path: P
     assert (aside / "attachments.bin").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack finding 1b: any old directory whose name merely starts with "
-    "<data>.replaced- is deleted, not only the names restores give",
-)
 def test_a_directory_the_operator_named_like_a_set_aside_is_not_deleted(tmp_path: Path) -> None:
     data_dir = tmp_path / "project" / "data"
     data_dir.mkdir(parents=True)
@@ -85,12 +75,6 @@ def deep_tree_safe() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", "--", str(root)], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack finding 2: backup.dir inside the data dir is accepted; the snapshot walks "
-    "into its own .partial and nests itself until RecursionError, leaving a tree no later "
-    "backup can remove (no backup, so no upgrade, ever after)",
-)
 async def test_a_backup_dir_inside_the_data_dir_is_refused_or_left_out(
     deep_tree_safe: Path,
 ) -> None:
@@ -144,11 +128,6 @@ def test_content_rewritten_in_place_with_its_mtime_kept_reaches_the_next_snapsho
     assert (tmp_path / "two" / "avatar.png").read_bytes() == b"B" * 4096
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack finding 4: a hard link the failed release made to a file the restore keeps "
-    "is set aside as the same inode: the restored app then writes into the set-aside copy",
-)
 def test_a_set_aside_file_does_not_share_its_inode_with_the_restored_data_dir(
     tmp_path: Path,
 ) -> None:

@@ -257,7 +257,14 @@ class Backups:
         data_dir = self._deployment.data_dir()
         if data_dir is None:
             raise BackupError("the deployment's env file names no data dir to back up")
-        return data_dir.resolve()
+        data_dir = data_dir.resolve()
+        backups = self.directory.resolve()
+        if backups.is_relative_to(data_dir) or data_dir.is_relative_to(backups):
+            raise BackupError(
+                f"the backup directory {backups} and the data dir {data_dir} lie inside one "
+                "another: a backup would copy itself; point backup.dir elsewhere"
+            )
+        return data_dir
 
     def prune(
         self, keep: int, protected_ids: Collection[str] = (), keep_set_aside: Collection[str] = ()
@@ -339,7 +346,7 @@ class Backups:
                 data_dir,
                 checksum=self._settings.checksum,
             )
-            datadir.check_room(data_dir, plan.bytes_to_copy)
+            datadir.check_sync_room(data_dir, plan)
         else:
             datadir.check_restorable(data_dir, snapshot.size, backup_id)
         return manifest

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from specivod.adapters.backup.datasync import SyncPlan
 from specivod.adapters.backup.files import (
     CHUNK,
     BytesDone,
@@ -170,9 +171,15 @@ def check_restorable(
         )
 
 
-def check_room(data_dir: Path, needed: int, disk_free: Callable[[Path], int] = _disk_free) -> None:
-    """Fail before anything changes when the data dir's file system has less than ``needed``
-    bytes free (what a restore copies into it)."""
+def check_room(
+    data_dir: Path,
+    needed: int,
+    disk_free: Callable[[Path], int] = _disk_free,
+    *,
+    what: str = "the files that differ from the backup",
+) -> None:
+    """Fail before anything changes when the file system of ``data_dir`` (or of its nearest
+    existing parent) has less than ``needed`` bytes free."""
     existing = data_dir
     while not existing.exists():
         existing = existing.parent
@@ -180,7 +187,19 @@ def check_room(data_dir: Path, needed: int, disk_free: Callable[[Path], int] = _
     if free < needed:
         raise BackupError(
             f"not enough free space in {existing} to restore the data dir: {free} bytes free, "
-            f"{needed} needed for the files that differ from the backup"
+            f"{needed} needed for {what}"
+        )
+
+
+def check_sync_room(data_dir: Path, plan: SyncPlan) -> None:
+    """Room for the files a restore copies into the data dir and, when the data dir is a mount
+    point, for what it sets aside beside it (a copy onto the parent's file system)."""
+    check_room(data_dir, plan.bytes_to_copy)
+    if plan.bytes_set_aside_elsewhere:
+        check_room(
+            data_dir.parent,
+            plan.bytes_set_aside_elsewhere,
+            what="what the restore sets aside beside the data dir, a mount point",
         )
 
 

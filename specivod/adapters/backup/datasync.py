@@ -43,6 +43,9 @@ class SyncPlan:
     files_to_copy: int
     bytes_to_copy: int
     paths_to_set_aside: int
+    bytes_set_aside_elsewhere: int = 0
+    """What setting aside copies to the parent's file system: everything set aside when the
+    data dir is a mount point (a rename cannot cross), else nothing."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +67,33 @@ def plan_sync(tree: Path, index: Path, data_dir: Path, *, checksum: bool = False
     """What ``sync_from_snapshot`` would do now; reads nothing but stats (and, with
     ``checksum``, the live files of the same size and mtime)."""
     state = _Snapshot.load(index)
-    files = size = aside = 0
+    live = str(data_dir)
+    files = size = aside = elsewhere = 0
     if data_dir.is_dir():
-        aside = sum(1 for _ in _extras(str(data_dir), state.kinds))
-    for entry, status, differs in _compare(state, str(data_dir), checksum):
-        aside += differs and status is not None and not _is_dir_kept(entry, status)
+        extras = list(_extras(live, state.kinds))
+        aside = len(extras)
+        elsewhere = sum(_bytes_under(f"{live}/{path}") for path in extras)
+    for entry, status, differs in _compare(state, live, checksum):
+        set_aside = differs and status is not None and not _is_dir_kept(entry, status)
+        aside += set_aside
+        if set_aside and status is not None and not stat.S_ISDIR(status.st_mode):
+            elsewhere += status.st_size
         if differs and entry.kind == "file":
             files += 1
             size += 0 if entry.link_of else entry.size
-    return SyncPlan(files, size, aside)
+    crossing = data_dir.is_dir() and data_dir.is_mount()
+    return SyncPlan(files, size, aside, elsewhere if crossing else 0)
+
+
+def _bytes_under(path: str) -> int:
+    status = os.lstat(path)
+    if not stat.S_ISDIR(status.st_mode):
+        return status.st_size
+    total = 0
+    for directory, _, names in os.walk(path):
+        for name in names:
+            total += os.lstat(f"{directory}/{name}").st_size
+    return total
 
 
 def check_sources(
@@ -319,22 +340,35 @@ class _Run:
         """Move the live ``path`` to a free name under the same relative path in ``replaced``."""
         target = self._aside_name(path)
         source = f"{self.live}/{path}"
+        status = os.lstat(source)
         try:
-            os.rename(source, target)
+            if stat.S_ISREG(status.st_mode) and status.st_nlink > 1:
+                # Another name in the data dir shares this inode: a rename would leave the
+                # set-aside copy to be rewritten through it once the app runs again.
+                self._move_by_copy(source, target)
+            else:
+                os.rename(source, target)
         except OSError as error:
             if error.errno != errno.EXDEV:  # the data dir is a mount point
                 raise
-            subprocess.run(["cp", "-a", "--", source, target], check=True, capture_output=True)
-            sync_filesystem(Path(self.replaced))
-            if stat.S_ISDIR(os.lstat(source).st_mode):
-                _remove_copied_tree(source)
-            else:
-                os.unlink(source)
+            self._move_by_copy(source, target)
         self.touched.add(source.rpartition("/")[0])
         self.touched.add(target.rpartition("/")[0])
         self.set_aside_count += 1
         if self.step is not None:
             self.step("set-aside", path)
+
+    def _move_by_copy(self, source: str, target: str) -> None:
+        try:
+            subprocess.run(["cp", "-a", "--", source, target], check=True, capture_output=True)
+        except subprocess.CalledProcessError as failed:
+            reason = failed.stderr.decode(errors="replace").strip()
+            raise BackupError(f"cannot set {source} aside in {self.replaced}: {reason}") from None
+        sync_filesystem(Path(self.replaced))
+        if stat.S_ISDIR(os.lstat(source).st_mode):
+            _remove_copied_tree(source)
+        else:
+            os.unlink(source)
 
     def _aside_name(self, path: str) -> str:
         if not os.path.isdir(self.replaced):
@@ -393,4 +427,7 @@ def _free(directory: str, name: str, *, want_directory: bool) -> str:
 
 def _remove_copied_tree(path: str) -> None:
     """Remove a tree whose copy is already synced in ``replaced`` (a move across file systems)."""
-    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=True)
+    try:
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=True)
+    except subprocess.CalledProcessError as failed:
+        raise BackupError(f"cannot remove {path} after setting it aside: {failed}") from None

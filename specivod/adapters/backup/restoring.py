@@ -121,7 +121,7 @@ async def restore_snapshot(
         raise BackupError(f"{replaced} is not beside the data dir {data_dir}")
     tree, index = directory / snapshot.tree, directory / snapshot.index
     plan = await asyncio.to_thread(plan_sync, tree, index, data_dir, checksum=checksum)
-    datadir.check_room(data_dir, plan.bytes_to_copy)
+    datadir.check_sync_room(data_dir, plan)
     await asyncio.to_thread(
         check_sources,
         tree,
