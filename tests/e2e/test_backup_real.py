@@ -18,6 +18,7 @@ from sandbox.deployment import SandboxDeployment
 from sandbox.images import FILES
 from sandbox.releases import BASELINE
 from specivod.adapters.backup import Backups, datadir
+from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.backup.postgres import PostgresDatabase
 from specivod.adapters.compose import ComposeDeployment
 from specivod.domain.errors import BackupError
@@ -102,15 +103,18 @@ async def test_backup_files_are_private_and_described_by_the_manifest(
     directory = backups.path(manifest.id)
     assert stat.S_IMODE(backups.directory.stat().st_mode) == 0o700
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    for name in ("database.dump", "data.tar", "manifest.json"):
+    for name in ("database.dump", "data.index", "manifest.json"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((directory / "data").stat().st_mode) == 0o700
     dump = directory / "database.dump"
     assert dump.read_bytes()[:5] == b"PGDMP"
     assert manifest.database.sha256 == hashlib.sha256(dump.read_bytes()).hexdigest()
     assert manifest.database.size == dump.stat().st_size
-    archive = directory / "data.tar"
-    assert manifest.data_dir.sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert manifest.data_dir.file_count == len(deployment.data_hashes())
+    snapshot = manifest.data_dir
+    assert isinstance(snapshot, DataDirSnapshot)
+    index = directory / "data.index"
+    assert snapshot.index_sha256 == hashlib.sha256(index.read_bytes()).hexdigest()
+    assert snapshot.file_count == len(deployment.data_hashes())
     assert manifest.data_dir.source == str(deployment.data_dir.resolve())
     assert (manifest.version, manifest.reason, manifest.valid) == (BASELINE, "test", True)
     assert manifest.fingerprint == await backups.fingerprint()

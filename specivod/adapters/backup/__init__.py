@@ -54,6 +54,7 @@ __all__ = [
     "RestoreResult",
     "SetAside",
     "backups_in",
+    "take_snapshot",
 ]
 
 log = logging.getLogger(__name__)
