@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_daemon)
 
     _add_control_commands(commands)
+    _add_init_command(commands)
 
     config = commands.add_parser("config", help="validate or print the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -114,6 +115,35 @@ def _add_control_commands(commands: Any) -> None:
     commands.add_parser(
         "resolve", help="acknowledge a ROLLBACK_FAILED after repairing the deployment"
     ).set_defaults(handler=_resolve)
+
+
+def _add_init_command(commands: Any) -> None:
+    init = commands.add_parser(
+        "init", help="write a first --config for a compose project (never overwrites)"
+    )
+    init.add_argument("project_dir", type=Path, metavar="PROJECT_DIR", help="the compose project")
+    init.add_argument(
+        "-f", "--file", dest="files", action="append", default=[], help="compose file (repeat)"
+    )
+    init.add_argument("-p", "--project-name", help="compose project name")
+    init.add_argument("--env-file", type=Path, default=Path(".env"), help="default: .env")
+    init.add_argument("--version-variable", help="when several variables are image tags")
+    init.add_argument("--stdout", action="store_true", help="print instead of writing --config")
+    init.set_defaults(handler=None)
+
+
+async def _init(arguments: argparse.Namespace) -> int:
+    from specivod.commands.init import InitOptions, init
+
+    options = InitOptions(
+        project_dir=arguments.project_dir,
+        output=None if arguments.stdout else arguments.config,
+        files=arguments.files,
+        project_name=arguments.project_name,
+        env_file=arguments.env_file,
+        version_variable=arguments.version_variable,
+    )
+    return await init(options)
 
 
 async def _check(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -235,13 +265,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter())
+    if arguments.command == "init":  # writes the configuration: there is none to load yet
+        return _guarded(lambda: asyncio.run(_init(arguments)))
     try:
         settings = load_settings(arguments.config)
     except ConfigError as problem:
         error(f"configuration error:\n{problem}")
         return exit_codes.CONFIG
+    return _guarded(lambda: _run(arguments.handler, settings, arguments))
+
+
+def _guarded(call: Callable[[], int]) -> int:
+    """``call``'s exit code, or the one its error maps to."""
     try:
-        return _run(arguments.handler, settings, arguments)
+        return call()
     except LockedError as problem:
         error(f"busy: {problem}")
         return exit_codes.FAILED
