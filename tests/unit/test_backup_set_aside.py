@@ -51,3 +51,24 @@ def test_listing_is_newest_first_with_sizes(tmp_path: Path) -> None:
         ("data.replaced-20261101T000000Z-tx3", 100),
     ]
     assert listed[0].created_at == datetime(2026, 11, 25, tzinfo=UTC)
+
+
+def test_a_tree_exactly_as_old_as_the_limit_is_kept(tmp_path: Path) -> None:
+    data_dir = _tree(tmp_path / "data")
+    limit = _tree(tmp_path / "data.replaced-20261119T120000Z-tx4")
+    older = _tree(tmp_path / "data.replaced-20261119T115959Z-tx3")
+
+    assert prune_set_aside(data_dir, WEEK, NOW, []) == [older]
+    assert limit.is_dir()
+
+
+def test_a_symlink_named_like_a_set_aside_tree_is_neither_listed_nor_followed(
+    tmp_path: Path,
+) -> None:
+    data_dir = _tree(tmp_path / "data")
+    elsewhere = _tree(tmp_path / "operator-archive", size=1000)
+    (tmp_path / "data.replaced-20200101T000000Z").symlink_to(elsewhere)
+
+    assert list_set_aside(data_dir) == []
+    assert prune_set_aside(data_dir, WEEK, NOW, []) == []
+    assert (elsewhere / "attachments" / "a.bin").stat().st_size == 1000

@@ -218,3 +218,12 @@ def test_a_backup_written_before_the_safety_flag_is_recognised_by_its_reason(
     del data["safety"]
     assert BackupManifest.from_json(data).safety
     assert not BackupManifest.from_json(manifest("20250301T020005Z").to_json()).safety
+
+
+def test_a_safety_backup_exactly_as_old_as_the_limit_is_kept() -> None:
+    week = timedelta(days=7)
+    newest_first = [
+        manifest("at-limit", safety=True, created_at=MOMENT - week),
+        manifest("past-limit", safety=True, created_at=MOMENT - week - timedelta(seconds=1)),
+    ]
+    assert select_expired(newest_first, 1, now=MOMENT, safety_max_age=week) == ["past-limit"]
