@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from specivod.cli import main
 from specivod.commands.init import InitOptions, _create, init
 from specivod.config_loader import load_settings
 from specivod.domain.errors import RegistryError
@@ -308,3 +309,14 @@ def test_health_prefers_a_service_with_a_healthcheck() -> None:
 )
 def test_split_image(image: str, expected: tuple[str, str | None]) -> None:
     assert split_image(image) == expected
+
+
+def test_the_cli_runs_init_without_loading_a_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An existing (even broken) file is refused as a target, not loaded: exit 1, never 78."""
+    target = tmp_path / "specivod.toml"
+    target.write_text("not [ toml")
+    assert main(["--config", str(target), "init", str(tmp_path)]) == 1
+    assert "never overwrites" in capsys.readouterr().err
+    assert target.read_text() == "not [ toml"
