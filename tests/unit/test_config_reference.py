@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,5 +82,6 @@ def test_the_script_checks_without_writing() -> None:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stderr
