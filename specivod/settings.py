@@ -310,6 +310,12 @@ class BackupSettings(Section):
         None, description="SQL whose result identifies the schema; default: hash of the schema."
     )
     min_free_bytes: ByteSize = Field(ByteSize(1 << 30), description="Free space kept spare.")
+    every: Duration | None = Field(
+        None,
+        description="Scheduled backups: the daemon takes one when the newest valid backup is "
+        "older than this, e.g. '24h' (inside a window when windows are configured). Unset: "
+        "none.",
+    )
 
 
 _FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -392,6 +398,35 @@ class AlertmanagerSettings(Section):
         return matchers
 
 
+def _url_lines(text: str) -> list[str]:
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+class NotificationSettings(Section):
+    urls_file: FileSecret | None = Field(
+        None,
+        description="File of apprise URLs (mailto://, slack://, ntfy://, json://...), one per "
+        "line (# comments), read as a secret. Each gets every transaction's outcome and every "
+        "failed scheduled backup; a failure to notify is logged and counted, never fails "
+        "anything.",
+    )
+    timeout: Duration = Field(timedelta(seconds=30), description="Limit for one notification.")
+
+    @model_validator(mode="after")
+    def _register_urls(self) -> NotificationSettings:
+        if self.urls_file is not None:
+            urls = _url_lines(self.urls_file.value.get_secret_value())
+            if not urls:
+                raise ValueError(f"{self.urls_file.path} holds no URL")
+            redaction.register(*urls)
+        return self
+
+    def urls(self) -> list[str]:
+        found = self.urls_file
+        return _url_lines(found.value.get_secret_value()) if found is not None else []
+
+
 class StateSettings(Section):
     dir: Path = Field(Path("/var/lib/specivod"), description="Journal and lock.")
 
@@ -412,6 +447,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     state: StateSettings = StateSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @classmethod
     def settings_customise_sources(

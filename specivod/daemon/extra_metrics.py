@@ -1,6 +1,7 @@
 """The daemon's metrics that ``metrics.py`` does not carry yet: whether a person is needed (a
 ROLLBACK_FAILED nobody resolved), which versions an operator skipped, which releases
-``policy.min_age`` holds, and whether the pinned version is a release at all.
+``policy.min_age`` holds, whether the pinned version is a release at all, the scheduled backups'
+interval and the notifications sent.
 
 Rule: read from the same in-memory view as the snapshot, registered next to it on the same
 registry; nothing here touches the disk at scrape time.
@@ -8,10 +9,10 @@ registry; nothing here touches the disk at scrape time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from specivod.metrics import PREFIX
 
@@ -57,3 +58,36 @@ class DaemonCollector:
             for version in sorted(versions):
                 family.add_metric([version], 1)
             yield family
+
+
+@dataclass(frozen=True)
+class OperationsView:
+    backup_interval_seconds: float | None = None
+    """``backup.every``; None (the metric absent) when scheduled backups are not configured."""
+    notifications: Mapping[str, int] | None = None
+    """Notifications by result (sent, failed), one per URL."""
+
+
+class OperationsCollector:
+    def __init__(self, view: Callable[[], OperationsView]) -> None:
+        self._view = view
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        if view.backup_interval_seconds is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "backup_interval_seconds",
+                "backup.every: a scheduled backup is taken when the newest is older than this.",
+                value=view.backup_interval_seconds,
+            )
+        family = CounterMetricFamily(
+            PREFIX + "notifications",
+            "Notifications (transaction outcomes, failed scheduled backups) by result, per URL.",
+            labels=["result"],
+        )
+        for result, count in sorted((view.notifications or {}).items()):
+            family.add_metric([result], count)
+        yield family

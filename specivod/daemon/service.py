@@ -27,7 +27,12 @@ from specivod.adapters.registry.release import ReleaseCatalog, ReleaseSource
 from specivod.commands.status import needs_a_person, upgrade_target
 from specivod.config_loader import load_settings
 from specivod.daemon.alert_rollbacks import Vetoes, alert_reason, in_flight_upgrade
-from specivod.daemon.extra_metrics import DaemonCollector, DaemonView
+from specivod.daemon.extra_metrics import (
+    DaemonCollector,
+    DaemonView,
+    OperationsCollector,
+    OperationsView,
+)
 from specivod.daemon.guarded import GuardedEngine
 from specivod.daemon.notify import Notifier
 from specivod.daemon.planner import (
@@ -40,6 +45,7 @@ from specivod.daemon.planner import (
 )
 from specivod.daemon.poller import Poller
 from specivod.daemon.reports import daemon_view, metrics_snapshot, status_report
+from specivod.daemon.scheduled_backup import ScheduledBackups, backup_if_due
 from specivod.daemon.scheduling import Gate, expected_duration, window_verdict
 from specivod.daemon.tasks import stop_on_signals as resolve_on_signals
 from specivod.daemon.tasks import supervise
@@ -52,6 +58,12 @@ from specivod.engine.handled_alerts import HandledAlerts
 from specivod.engine.journal import Journal, Kind, Transaction
 from specivod.engine.service import NothingToDo
 from specivod.metrics import CachedRenderer, MetricsSnapshot, make_registry
+from specivod.notify_outcomes import (
+    Notifications,
+    OutcomeWatch,
+    backup_failed_message,
+    outcome_message,
+)
 from specivod.settings import RegistrySettings, Settings
 from specivod.web.app import WebhookSettings, make_app, serve
 from specivod.web.webhook import LastUpgrade, RollbackRequest, SeenAlerts, new_webhook_counts
@@ -75,6 +87,8 @@ class Daemon:
         clock: Clock | None = None,
         load: Callable[[Path], Settings] = load_settings,
         open_registry: OpenRegistry = registry_from_settings,
+        notifications: Notifications | None = None,
+        scheduled_backups: ScheduledBackups | None = None,
     ) -> None:
         self.settings = settings
         self._open_registry = open_registry
@@ -86,6 +100,9 @@ class Daemon:
         self.poller = Poller(settings, self.clock.now, lambda: self.deployed)
         self.vetoes = Vetoes()
         self.journal = Journal(settings.state.dir)
+        self.outcomes = OutcomeWatch(self.journal)
+        self.notifications = notifications or Notifications(lambda: self.settings.notifications)
+        self.scheduled_backups = scheduled_backups or ScheduledBackups()
         self.totals = Totals()
         self.controls = ControlState()
         self.deployed: str | None = None
@@ -100,6 +117,7 @@ class Daemon:
         self.webhook_counts = new_webhook_counts()
         registry = make_registry(self.snapshot)
         registry.register(DaemonCollector(self.view))
+        registry.register(OperationsCollector(self.operations_view))
         self.renderer = CachedRenderer(registry)
         self._attempted: dict[str, datetime] = {}
         self._reported: set[str] = set()
@@ -155,6 +173,7 @@ class Daemon:
             loop.remove_signal_handler(signal.SIGHUP)
             if runner is not None:
                 await runner.cleanup()
+            await self.notifications.drain()
             self.journal.close()
 
     def _stopping(self, stop: asyncio.Future[Any]) -> None:
@@ -215,6 +234,8 @@ class Daemon:
                 await self.tick()
             except SpecivodError as error:
                 log.error("scheduler: %s", error)
+            if not stop.done():
+                await self.backup_if_due()
             polled = asyncio.ensure_future(self.poller.polled.wait())
             await asyncio.wait([stop, polled], timeout=tick, return_when=asyncio.FIRST_COMPLETED)
             polled.cancel()
@@ -225,6 +246,8 @@ class Daemon:
     def refresh(self) -> None:
         """Re-read the journal totals and the backups (on start and after each transaction)."""
         self.totals = read_totals(self.journal, self.settings.backup.dir)
+        for transaction in self.outcomes.ended(self.journal):
+            self.notifications.post(outcome_message(transaction))
 
     def _read_deployed(self) -> str | None:
         try:
@@ -314,6 +337,13 @@ class Daemon:
         self._attempted[plan.target] = now
         await self.upgrade(plan.target)
 
+    async def backup_if_due(self) -> None:
+        await backup_if_due(self)
+
+    def backup_failed(self, problem: str) -> None:
+        self.last_outcome = f"scheduled backup failed: {problem}"
+        self.notifications.post(backup_failed_message(problem))
+
     def _report_once(self, problem: str | None) -> None:
         if problem is not None and problem not in self._reported:
             self._reported.add(problem)
@@ -389,6 +419,13 @@ class Daemon:
 
     def view(self) -> DaemonView:
         return daemon_view(self)
+
+    def operations_view(self) -> OperationsView:
+        every = self.settings.backup.every
+        return OperationsView(
+            backup_interval_seconds=every.total_seconds() if every is not None else None,
+            notifications=dict(self.notifications.counts),
+        )
 
     def status(self) -> dict[str, Any]:
         report = status_report(self)
