@@ -19,7 +19,7 @@ import pytest
 
 from specivod import redaction
 from specivod.daemon.service import Daemon
-from specivod.domain.states import State
+from specivod.domain.states import RestoreMode, State
 from specivod.engine.journal import Journal, Kind, Transaction
 from specivod.notify_outcomes import (
     Message,
@@ -129,15 +129,24 @@ def test_only_outcomes_after_the_start_are_reported_each_once(tmp_path: Path) ->
 
 def test_an_outcome_says_what_ended_and_what_to_do() -> None:
     with_reason = Transaction(
-        **{
-            "id": 7, "kind": Kind.ROLLBACK, "trigger": "alertmanager", "restore_mode": "auto",
-            "from_version": "0.1.11", "to_version": "0.1.10", "state": State.ROLLBACK_FAILED,
-            "backup_id": None, "fingerprint_before": None, "fingerprint_after": None,
-            "restored": False, "data_aside": None, "safety_backup_id": None,
-            "reason": "SpecivoDown firing", "started_at": NOW, "updated_at": NOW,
-            "finished_at": NOW + timedelta(seconds=42),
-        }
-    )  # fmt: skip
+        id=7,
+        kind=Kind.ROLLBACK,
+        trigger="alertmanager",
+        restore_mode=RestoreMode.AUTO,
+        from_version="0.1.11",
+        to_version="0.1.10",
+        state=State.ROLLBACK_FAILED,
+        backup_id=None,
+        fingerprint_before=None,
+        fingerprint_after=None,
+        restored=False,
+        data_aside=None,
+        safety_backup_id=None,
+        reason="SpecivoDown firing",
+        started_at=NOW,
+        updated_at=NOW,
+        finished_at=NOW + timedelta(seconds=42),
+    )
 
     message = outcome_message(with_reason)
 
