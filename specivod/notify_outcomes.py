@@ -21,13 +21,19 @@ import apprise
 
 from specivod import redaction
 from specivod.domain.states import State
-from specivod.engine.journal import Journal, Transaction
+from specivod.engine.journal import Journal, Kind, Transaction
 from specivod.settings import NotificationSettings
 
 log = logging.getLogger(__name__)
 
 RESULTS = ("sent", "failed")
-SUCCESS_STATES = frozenset({State.SUCCEEDED})
+
+
+def succeeded(transaction: Transaction) -> bool:
+    """An upgrade succeeds in SUCCEEDED; a rollback or a restore in ROLLED_BACK (the deployment
+    is back on the version and data asked for)."""
+    wanted = State.SUCCEEDED if transaction.kind is Kind.UPGRADE else State.ROLLED_BACK
+    return transaction.state is wanted
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ def outcome_message(transaction: Transaction) -> Message:
         lines.append("The database and data dir were restored from the backup.")
     if transaction.duration_seconds is not None:
         lines.append(f"Took {transaction.duration_seconds:.0f} s.")
-    return Message(title, "\n".join(lines), transaction.state not in SUCCESS_STATES)
+    return Message(title, "\n".join(lines), not succeeded(transaction))
 
 
 def backup_failed_message(problem: str) -> Message:

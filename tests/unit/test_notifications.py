@@ -156,6 +156,34 @@ def test_an_outcome_says_what_ended_and_what_to_do() -> None:
     assert "specivod resolve" in message.body and "Took 42 s" in message.body
 
 
+def test_a_restore_or_rollback_succeeds_in_rolled_back_an_upgrade_in_succeeded(
+    tmp_path: Path,
+) -> None:
+    with Journal(tmp_path) as journal:
+        upgrade = journal.begin(
+            Kind.UPGRADE, trigger="cli", from_version="1", to_version="2", now=NOW
+        )
+        upgrade = finish(journal, upgrade, (*SUCCESS, State.SUCCEEDED))
+        failed = journal.begin(
+            Kind.UPGRADE, trigger="cli", from_version="2", to_version="3", now=NOW
+        )
+        failed = finish(
+            journal,
+            failed,
+            (*SUCCESS[:4], State.ROLLING_BACK, State.STOPPING, State.RESTARTING, State.ROLLED_BACK),
+        )
+        restore = journal.begin(
+            Kind.RESTORE, trigger="cli", from_version="2", to_version="1", now=NOW
+        )
+        restore = finish(
+            journal,
+            restore,
+            (State.ROLLING_BACK, State.STOPPING, State.RESTARTING, State.ROLLED_BACK),
+        )
+
+    assert [outcome_message(t).failure for t in (upgrade, failed, restore)] == [False, True, False]
+
+
 async def test_the_daemon_notifies_a_cli_transaction_it_notices(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
