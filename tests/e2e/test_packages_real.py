@@ -188,14 +188,18 @@ def image(stack: Stack, wheels: Path, tmp_path: Path) -> Iterator[str]:
         context.mkdir()
         shutil.copy(PACKAGING / "container" / "Dockerfile", context / "Dockerfile")
         shutil.copytree(wheels, context / "wheels")
-        client.images.build(
-            path=str(context),
-            tag=tags[2],
-            buildargs={"BASE": base, "DOCKER_CLI": cli},
-            network_mode="none",
-            rm=True,
-            forcerm=True,
-        )
+        try:
+            client.images.build(
+                path=str(context),
+                tag=tags[2],
+                buildargs={"BASE": base, "DOCKER_CLI": cli},
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+            )
+        except docker.errors.BuildError as failed:
+            log = "".join(str(chunk.get("stream", chunk)) for chunk in failed.build_log)
+            pytest.fail(f"docker build failed: {failed.msg}\n{log[-3000:]}")
         yield tags[2]
     finally:
         for tag in reversed(tags):
