@@ -138,9 +138,11 @@ def _build_release(
     labels: Mapping[str, str] | None = None,
 ) -> str:
     tag = f"{names.app}:{release.version}"
-    dockerfile = f"FROM {API_BASE}\nCOPY release /etc/specivo/release\n" + _label_lines(
-        {**release_labels(release), **(labels or {})}
-    )
+    # The labels come first: the classic builder keeps an image per step, and a step after the
+    # COPY would keep the release's own layer on the host after ``forget`` (a release whose
+    # layer the registry lost must not pull from a local copy).
+    labelled = _label_lines({**release_labels(release), **(labels or {})})
+    dockerfile = f"FROM {API_BASE}\n{labelled}COPY release /etc/specivo/release\n"
     _build(client, tag, _context(dockerfile, [("release", release.release_file().encode())]))
     return tag
 
