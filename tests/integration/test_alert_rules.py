@@ -16,14 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from specivod.config_loader import load_settings
-from specivod.daemon.extra_metrics import DaemonCollector, DaemonView
 from specivod.domain.alerts import matches_all, parse_matcher_lines
-from specivod.domain.states import State
-from specivod.metrics import MetricsSnapshot, make_registry
+from tests.support.exported_metrics import exported_names
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "config" / "prometheus"
@@ -35,9 +31,6 @@ EXAMPLE_CONFIG = ROOT / "config" / "specivod.example.toml"
 SPECIVOD_RECEIVER = "specivod"
 
 PROMETHEUS_OWN = frozenset({"up"})
-PROPOSED = frozenset({"specivod_backup_interval_seconds"})
-"""Metrics the rules use that specivod does not export yet (backup.every in seconds, left out
-when scheduled backups are not configured); their rules cannot fire until it does."""
 
 
 def run(*argv: str) -> str:
@@ -81,38 +74,6 @@ def metric_names(expr: str) -> set[str]:
     for pattern in (_MATCHERS, _RANGE, _GROUPING):
         text = pattern.sub(" ", text)
     return {name for name in _IDENTIFIER.findall(text) if name.lower() not in _KEYWORDS}
-
-
-def exported_names() -> set[str]:
-    """Every sample name specivod's /metrics can carry: the daemon's registry with every
-    optional series present."""
-    snapshot = MetricsSnapshot(
-        build_version="1.0.0",
-        deployed_version="0.1.0",
-        target_version="0.2.0",
-        upgrade_available=True,
-        state=State.SUCCEEDED,
-        upgrades={"succeeded": 1},
-        rollbacks={("health_gate", "true"): 1},
-        upgrade_durations=(42.0,),
-        last_upgrade_timestamp=1.0,
-        registry_polls={"ok": 1},
-        registry_last_success_timestamp=1.0,
-        backup_duration_seconds=1.0,
-        backup_size_bytes=1,
-        last_backup_timestamp=1.0,
-        window_open=True,
-        next_window_timestamp=1.0,
-        windows_configured=1,
-        paused=False,
-        webhooks={"accepted": 1},
-    )
-    registry = make_registry(lambda: snapshot)
-    registry.register(DaemonCollector(lambda: DaemonView(skipped=("0.1.5",), held=("0.2.1",))))
-    text = generate_latest(registry).decode()
-    return {
-        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
-    }
 
 
 def routes_for(labels: Mapping[str, str], config: Path = PRODUCTION) -> set[str]:
@@ -164,9 +125,7 @@ def test_every_metric_a_rule_names_is_exported_by_specivod() -> None:
     exported = exported_names()
     used = {name for rule in rules_in(SPECIVOD_RULES) for name in metric_names(rule.expr)}
     assert used, "no metric names found: the PromQL scanner is broken"
-    assert used - exported - PROMETHEUS_OWN - PROPOSED == set()
-    assert used >= PROPOSED, "a proposed metric no rule uses any more: drop it from PROPOSED"
-    assert PROPOSED & exported == set(), "specivod exports it now: drop it from PROPOSED"
+    assert used - exported - PROMETHEUS_OWN == set()
 
 
 def test_the_metric_name_scanner_sees_names_and_nothing_else() -> None:

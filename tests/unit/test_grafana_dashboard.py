@@ -16,12 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
-from specivod.daemon.extra_metrics import DaemonCollector, DaemonView
-from specivod.domain.states import State
-from specivod.metrics import MetricsSnapshot, make_registry
+from tests.support.exported_metrics import exported_names
 
 ROOT = Path(__file__).parent.parent.parent
 DASHBOARD = ROOT / "config" / "grafana" / "specivod.json"
@@ -100,36 +95,6 @@ def metric_names(expression: str) -> set[str]:
     bare = GROUPING.sub(" ", RANGES.sub(" ", MATCHERS.sub(" ", STRINGS.sub(" ", expression))))
     return {
         name for name, call in IDENTIFIER.findall(bare) if not call and name.lower() not in KEYWORDS
-    }
-
-
-def exported_names() -> set[str]:
-    """Every sample name specivod's /metrics can show (the daemon's registry, all values known)."""
-    snapshot = MetricsSnapshot(
-        build_version="1.0.0",
-        deployed_version="0.1.10",
-        target_version="0.1.11",
-        upgrade_available=True,
-        state=State.SUCCEEDED,
-        upgrades={"succeeded": 1},
-        rollbacks={("health_gate", "false"): 1},
-        upgrade_durations=(42.0,),
-        last_upgrade_timestamp=1.0,
-        registry_polls={"ok": 1},
-        registry_last_success_timestamp=1.0,
-        backup_duration_seconds=1.0,
-        backup_size_bytes=1,
-        last_backup_timestamp=1.0,
-        window_open=True,
-        next_window_timestamp=1.0,
-        windows_configured=1,
-        webhooks={"accepted": 1},
-    )
-    registry = make_registry(lambda: snapshot)
-    registry.register(DaemonCollector(lambda: DaemonView(skipped=("0.2.1",), held=("0.2.2",))))
-    text = generate_latest(registry).decode()
-    return {
-        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
     }
 
 
