@@ -80,6 +80,9 @@ def test_the_deb_installs_runs_verifies_and_purges(wheels: Path, tmp_path: Path)
     try:
         assert installed.returncode == 0, installed.stdout + installed.stderr
         version = run("/usr/bin/specivod", "--version")
+        checked = run(
+            "/usr/bin/specivod", "--config", "/etc/specivod/specivod.toml", "config", "check"
+        )
         verified = run("systemd-analyze", "verify", "/lib/systemd/system/specivod.service")
         conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", "specivod").stdout
         state = Path("/var/lib/specivod").stat()
@@ -88,6 +91,7 @@ def test_the_deb_installs_runs_verifies_and_purges(wheels: Path, tmp_path: Path)
 
     assert version.returncode == 0, version.stderr
     assert _project_version() in version.stdout
+    assert checked.returncode == 0, checked.stdout + checked.stderr
     assert verified.returncode == 0, verified.stderr
     assert "/etc/specivod/specivod.toml" in conffiles
     assert oct(state.st_mode & 0o777) == "0o700"
