@@ -20,6 +20,7 @@ import pytest
 
 from sandbox.config import specivod_config, write_config
 from sandbox.deployment import SandboxDeployment
+from sandbox.dockerd import SOCKET
 from sandbox.releases import BASELINE
 from tests.conftest import Stack
 
@@ -220,7 +221,7 @@ def test_the_container_image_checks_a_sandbox_deployment(
     (state_root / "state").mkdir()
     config_file = write_config(tmp_path / "specivod.toml", config)
     mounts = {
-        "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+        str(SOCKET): {"bind": "/var/run/docker.sock", "mode": "rw"},
         str(deployment.directory): {"bind": str(deployment.directory), "mode": "rw"},
         str(state_root / "backups"): {"bind": str(state_root / "backups"), "mode": "rw"},
         str(state_root / "state"): {"bind": str(state_root / "state"), "mode": "rw"},
