@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
-from collections.abc import Iterator
-from typing import NoReturn
-
-from tqdm import tqdm
 
 from specivod.adapters.backup import (
     BackupManifest,
     Backups,
-    Progress,
     SetAside,
     backups_in,
 )
@@ -22,55 +15,13 @@ from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.compose import ComposeDeployment
 from specivod.commands import exit_codes
 from specivod.commands.output import emit_json, error, say
+from specivod.commands.progress_bars import progress as _progress
 from specivod.domain.errors import SpecivodError
 from specivod.engine.journal import Journal
 from specivod.engine.lock import host_lock
 from specivod.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class _ProgressBars:
-    """One tqdm bar per phase, on stderr."""
-
-    def __init__(self) -> None:
-        self._phase: str | None = None
-        self._bar: tqdm[NoReturn] | None = None
-
-    def __call__(self, phase: str, done: int, total: int | None) -> None:
-        bar = self._bar
-        if phase != self._phase or bar is None:
-            self.close()
-            self._phase = phase
-            bar = self._bar = tqdm(
-                desc=phase,
-                total=total,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                file=sys.stderr,
-            )
-        if total is not None and done > total:
-            bar.total = done
-        bar.n = done
-        bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-@contextlib.contextmanager
-def _progress(show: bool) -> Iterator[Progress | None]:
-    if not show:
-        yield None
-        return
-    bars = _ProgressBars()
-    try:
-        yield bars
-    finally:
-        bars.close()
 
 
 async def backup(settings: Settings, *, show_progress: bool) -> int:

@@ -3,6 +3,8 @@ each, its progress on stdout, its outcome as the exit code."""
 
 from __future__ import annotations
 
+import sys
+
 from specivod.adapters.clock import SystemClock
 from specivod.adapters.registry import registry_from_settings
 from specivod.adapters.registry.release import ReleaseCatalog
@@ -10,6 +12,7 @@ from specivod.commands import exit_codes
 from specivod.commands.check import inspect
 from specivod.commands.journal_views import transaction_sentence
 from specivod.commands.output import error, say
+from specivod.commands.progress_bars import sink_for
 from specivod.commands.runtime import open_engine, print_progress, stop_on_signals
 from specivod.domain.errors import BackupError, SpecivodError
 from specivod.domain.releases import notes_link, release_line
@@ -89,7 +92,7 @@ async def upgrade(settings: Settings, *, to: str | None, now: bool, force: bool)
         return chosen
     stop = StopFlag()
     stop_on_signals(stop)
-    async with open_engine(settings, print_progress, stop) as engine:
+    async with open_engine(settings, print_progress, stop, sink_for(sys.stderr)) as engine:
         try:
             result = await engine.upgrade(to=chosen, force=force, ignore_window=now)
         except NothingToDo as nothing:
@@ -107,7 +110,7 @@ async def upgrade(settings: Settings, *, to: str | None, now: bool, force: bool)
 async def rollback(settings: Settings, *, restore: RestoreMode) -> int:
     stop = StopFlag()
     stop_on_signals(stop)
-    async with open_engine(settings, print_progress, stop) as engine:
+    async with open_engine(settings, print_progress, stop, sink_for(sys.stderr)) as engine:
         try:
             result = await engine.rollback(restore=restore)
         except RecoveredFirst as recovery:
@@ -123,7 +126,7 @@ async def restore(settings: Settings, backup_id: str) -> int:
     replaces is saved first, and a killed restore is finished by ``recover``."""
     stop = StopFlag()
     stop_on_signals(stop)
-    async with open_engine(settings, print_progress, stop) as engine:
+    async with open_engine(settings, print_progress, stop, sink_for(sys.stderr)) as engine:
         try:
             version = engine.context.backups.version_of(backup_id)
         except BackupError as problem:
@@ -138,7 +141,7 @@ async def restore(settings: Settings, backup_id: str) -> int:
 
 async def recover(settings: Settings) -> int:
     """Finish a transaction a killed specivod left behind (the daemon does this at start)."""
-    async with open_engine(settings, print_progress) as engine:
+    async with open_engine(settings, print_progress, progress=sink_for(sys.stderr)) as engine:
         finished = await engine.recover()
         latest = engine.context.journal.latest_effective()
     if finished is None:
