@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from sandbox.config import specivod_config, write_config
+from sandbox.demo_daemon import MATCHER, RANGE, TARGET, DaemonDemo
 from sandbox.deployment import SandboxDeployment, create_deployment
 from sandbox.dockerd import start_engine
 from sandbox.images import build_and_push
@@ -44,6 +45,48 @@ def _show(deployment: SandboxDeployment) -> None:
         f"{(deployment.data_dir / 'FORMAT').read_text().strip()!r}",
         flush=True,
     )
+
+
+def _show_status(demo: DaemonDemo) -> None:
+    status = demo.status()
+    last = status["transaction"] or {}
+    print(
+        f"GET /api/v1/status: deployed {status['deployed']}; window_open "
+        f"{status['window_open']}; in_progress {status['in_progress']}; target "
+        f"{status['daemon']['target']}; last transaction: {last.get('kind')} "
+        f"({last.get('trigger')}) to {last.get('to')}, {last.get('state')}",
+        flush=True,
+    )
+
+
+def _daemon_story(deployment: SandboxDeployment, root: Path) -> None:
+    """The daemon on the same journal and backups as the CLI steps above."""
+    before = deployment.running_version() or BASELINE
+    demo = DaemonDemo(deployment, root / "daemon", root)
+    try:
+        _title(
+            f"the daemon (specivod run), maintenance window open now, range {RANGE!r}: "
+            f"an unattended upgrade to {TARGET}"
+        )
+        print(f"$ specivod run   (config {demo.config}; status on {demo.base})", flush=True)
+        demo.start_daemon()
+        demo.wait_until_settled("upgrade", TARGET, "succeeded", 180)
+        _show_status(demo)
+        _specivod(demo.config, "status")
+        _show(deployment)
+
+        _title(f"a real Alertmanager delivers a firing alert matching {MATCHER}")
+        demo.start_alertmanager()
+        print(f"Alertmanager on {demo.alertmanager_url}; firing SpecivoDown", flush=True)
+        demo.fire("SpecivoDown")
+        demo.wait_until_settled("rollback", before, "rolled_back", 180)
+        demo.wait_for_polls(3, 30)  # the plan after the rollback: the version is skipped
+        _show_status(demo)
+        print(f"daemon plan: {demo.status()['daemon']['plan']}", flush=True)
+        _specivod(demo.config, "history")
+        _show(deployment)
+    finally:
+        demo.stop()
 
 
 def main() -> int:
@@ -94,6 +137,8 @@ def main() -> int:
         _title("what happened")
         _specivod(config, "history")
         _specivod(config, "backups")
+
+        _daemon_story(deployment, root)
         return 0
     finally:
         _title("stopping the sandbox")
