@@ -341,7 +341,7 @@ class Journal:
         was rolled back (or its rollback failed), or a person rolled it back. A later successful
         upgrade to the same version (``--to``) clears it."""
         rows = self._query(
-            "SELECT id, kind, from_version, to_version, state FROM transactions "
+            "SELECT id, kind, trigger, from_version, to_version, state FROM transactions "
             "WHERE state IN (?, ?, ?) AND kind IN (?, ?) ORDER BY id",
             (
                 State.SUCCEEDED.value,
@@ -356,7 +356,8 @@ class Journal:
             state, number = State(row["state"]), row["id"]
             if row["kind"] == Kind.ROLLBACK.value:
                 if state is State.ROLLED_BACK and row["from_version"]:
-                    avoided[row["from_version"]] = f"rolled back by hand in transaction #{number}"
+                    by = "by hand" if row["trigger"] == "manual" else f"({row['trigger']})"
+                    avoided[row["from_version"]] = f"rolled back {by} in transaction #{number}"
             elif state is State.SUCCEEDED:
                 avoided.pop(row["to_version"], None)
             elif row["to_version"]:

@@ -233,3 +233,17 @@ def test_set_aside_trees_of_unfinished_and_failed_transactions_are_still_needed(
         "/srv/data.replaced-failed",
         "/srv/data.replaced-killed",
     ]
+
+
+def test_a_rollback_an_alert_triggered_is_not_said_to_be_by_hand(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    _finish(journal, Kind.UPGRADE, ("0.1.10", "0.1.11"), [*FORWARD, State.SUCCEEDED])
+    rollback = journal.begin(
+        Kind.ROLLBACK, trigger="alertmanager", from_version="0.1.11", to_version="0.1.10", now=NOW
+    )
+    for state in IMAGE_ROLLBACK:
+        rollback = journal.advance(rollback, state, now=NOW)
+
+    assert journal.rolled_back_versions() == {
+        "0.1.11": "rolled back (alertmanager) in transaction #2"
+    }
