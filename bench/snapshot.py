@@ -12,10 +12,14 @@ sizes spread from 1 KiB to 4 MiB around a 100 KiB mean. Side by side in one run:
 
 Page caches are dropped before each timed phase when /proc/sys/vm/drop_caches is writable (the
 result says whether it was). Phases that are cheap are repeated (``--repeats``) and their median
-kept. Writes bench/results/snapshot-<date>.json and prints a summary. The scratch directory
+kept. With ``--baseline REV`` the snapshots are also taken by the code of that git revision (its
+``specivod`` and ``bench``, exported to the scratch directory), each phase right after this code's
+on the same data, so a change is measured before and after in one run (under ``"baseline"``).
+Writes bench/results/snapshot-<date>.json and prints a summary. The scratch directory
 (``--dir``, default /var/tmp) gets everything and is removed at the end.
 
-Run: ``.venv/bin/python -m bench.snapshot [--scale 0.1] [--repeats 3] [--dir /var/tmp]``.
+Run: ``.venv/bin/python -m bench.snapshot [--scale 0.1] [--repeats 3] [--dir /var/tmp]
+[--baseline HEAD]``.
 """
 
 from __future__ import annotations
@@ -75,12 +79,14 @@ def _vm_hwm() -> int:
     return 0
 
 
-def in_child(kind: str, *arguments: str) -> dict[str, Any]:
+def in_child(kind: str, *arguments: str, code: Path | None = None) -> dict[str, Any]:
+    """``code``: a directory with another ``specivod`` and ``bench`` to run instead of these."""
     result = subprocess.run(
         [sys.executable, "-m", "bench.snapshot", "--worker", kind, *arguments],
         capture_output=True,
         text=True,
         check=True,
+        cwd=code,
     )
     report: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
     return report
@@ -157,10 +163,26 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def run(scratch: Path, scale: float, repeats: int) -> dict[str, Any]:
+def export(revision: str, target: Path) -> Path:
+    """The ``specivod`` and ``bench`` of a git revision, in ``target``."""
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", revision, "specivod", "bench"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict[str, Any]:
     files, total = int(FILES_AT_FULL_SCALE * scale), int(BYTES_AT_FULL_SCALE * scale)
-    data, backups = scratch / "data", scratch / "backups"
+    data, backups, earlier = scratch / "data", scratch / "backups", scratch / "baseline-backups"
     backups.mkdir(mode=0o700)
+    code = None if baseline is None else export(baseline, scratch / "baseline-code")
+    if code is not None:
+        earlier.mkdir(mode=0o700)
     started = time.monotonic()
     paths = make_data(data, files, total)
     data_bytes = disk_usage(data)
@@ -173,6 +195,13 @@ def run(scratch: Path, scale: float, repeats: int) -> dict[str, Any]:
 
     cp_seconds = timed(["cp", "-a", str(data), str(scratch / "cp-copy")])
     shutil.rmtree(scratch / "cp-copy")
+    old: dict[str, Any] = {"first_snapshot": None, "second_snapshot_seconds": []}
+    if code is not None:
+        drop_caches()
+        old["first_snapshot"] = in_child(
+            "snapshot", str(data), str(earlier / "one"), str(earlier / "one.index"), "", code=code
+        )
+        print(f"baseline first snapshot {old['first_snapshot']['seconds']:.1f} s", flush=True)
     drop_caches()
     first = in_child("snapshot", str(data), str(backups / "one"), str(backups / "one.index"), "")
     print(f"cp -a + sync {cp_seconds:.1f} s; first snapshot {first['seconds']:.1f} s", flush=True)
@@ -181,8 +210,22 @@ def run(scratch: Path, scale: float, repeats: int) -> dict[str, Any]:
     base = "one"
     for number in range(repeats):
         change_one_percent(data, paths, salt=100 + number)
-        drop_caches()
         name = f"two-{number}"
+        if code is not None:
+            drop_caches()
+            before = in_child(
+                "snapshot",
+                str(data),
+                str(earlier / name),
+                str(earlier / f"{name}.index"),
+                str(earlier / base),
+                code=code,
+            )
+            old["second_snapshot_seconds"].append(before["seconds"])
+            print(f"  baseline second snapshot {before['seconds']:.2f} s", flush=True)
+            shutil.rmtree(earlier / base)
+            (earlier / f"{base}.index").unlink()
+        drop_caches()
         two = in_child(
             "snapshot",
             str(data),
@@ -201,6 +244,8 @@ def run(scratch: Path, scale: float, repeats: int) -> dict[str, Any]:
         (backups / f"{base}.index").unlink()
         base = name
     last = base
+    if code is not None:
+        shutil.rmtree(earlier)
 
     drop_caches()
     full_restore = timed(["cp", "-a", str(backups / last), str(scratch / "restored")])
@@ -246,6 +291,24 @@ def run(scratch: Path, scale: float, repeats: int) -> dict[str, Any]:
         "sync_vs_full_copy_time": median(seconds_sync) / full_restore,
         "sync_summary": synced,
         "peak_rss_bytes": max([first["peak_rss_bytes"], *rss_two, *rss_sync]),
+        "baseline": None if code is None else _baseline(baseline, old, cp_seconds),
+    }
+
+
+def _baseline(revision: str | None, old: dict[str, Any], cp_seconds: float) -> dict[str, Any]:
+    seconds = old["second_snapshot_seconds"]
+    return {
+        "revision": subprocess.run(
+            ["git", "rev-parse", str(revision)],
+            cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip(),
+        "first_snapshot": old["first_snapshot"],
+        "first_vs_cp_throughput": cp_seconds / old["first_snapshot"]["seconds"],
+        "second_snapshot_seconds": seconds,
+        "second_vs_cp_time": median(seconds) / cp_seconds,
     }
 
 
@@ -255,6 +318,15 @@ def summarize(result: dict[str, Any]) -> str:
         median(result["second_snapshot_seconds"]),
         median(result["sync_restore_seconds"]),
     )
+    old = result.get("baseline")
+    compared = []
+    if old:
+        compared = [
+            f"baseline {old['revision'][:12]}: first snapshot "
+            f"{old['first_snapshot']['seconds']:.1f} s ({old['first_vs_cp_throughput']:.2f}x cp), "
+            f"second median {median(old['second_snapshot_seconds']):.2f} s "
+            f"({old['second_vs_cp_time']:.3f}x cp)"
+        ]
     return "\n".join(
         [
             f"{result['files']} files, {result['data_bytes'] / 1e9:.2f} GB; "
@@ -270,6 +342,7 @@ def summarize(result: dict[str, Any]) -> str:
             f"peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB (target < 150)",
             f"second snapshot disk {result['second_snapshot_disk_share'] * 100:.2f} % "
             "of the data dir (target <= 2 %)",
+            *compared,
         ]
     )
 
@@ -280,13 +353,14 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
+    parser.add_argument("--baseline", metavar="REV", help="also run this git revision's code")
     options = parser.parse_args()
     if options.worker:
         worker(*options.worker)
         return
     scratch = Path(tempfile.mkdtemp(prefix="specivod-bench-snapshot-", dir=options.dir))
     try:
-        result = run(scratch, options.scale, options.repeats)
+        result = run(scratch, options.scale, options.repeats, options.baseline)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)

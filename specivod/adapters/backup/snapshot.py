@@ -25,8 +25,15 @@ from pathlib import Path
 
 from specivod.adapters.backup.copying import child, same_file_metadata, sync_filesystem
 from specivod.adapters.backup.files import BytesDone, remove_tree, sha256_of
-from specivod.adapters.backup.snapshot_index import ROOT, Entry, read_index, write_index
-from specivod.adapters.backup.snapshot_walk import GONE, Known, Walker
+from specivod.adapters.backup.snapshot_index import (
+    ROOT,
+    Entry,
+    Known,
+    read_index,
+    read_known,
+    write_index,
+)
+from specivod.adapters.backup.snapshot_walk import GONE, Walker
 from specivod.adapters.backup.tarwalk import StatSeen
 from specivod.domain.errors import BackupError
 
@@ -67,11 +74,7 @@ def load_known(previous: Previous | None) -> Known:
     if previous is None:
         return {}
     try:
-        return {
-            entry.path: (entry.size, entry.mtime_ns, entry.inode, entry.ctime_ns, entry.sha256)
-            for entry in read_index(previous.index)
-            if entry.kind == "file"
-        }
+        return read_known(previous.index)
     except (OSError, ValueError) as error:
         raise BackupError(f"cannot read the previous snapshot's index: {error}") from None
 
@@ -183,7 +186,7 @@ def estimate_snapshot(source: Path, previous: Previous | None) -> SnapshotEstima
 
 
 def _unchanged(
-    known: tuple[int, int, int, int, str | None] | None,
+    known: tuple[int, int, int, int, str] | None,
     status: os.stat_result,
     earlier: str | None,
     path: str,

@@ -18,7 +18,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,8 @@ KINDS: frozenset[str] = frozenset({"file", "dir", "symlink"})
 HEADER = {"format": "specivod-snapshot-index", "version": 1}
 ROOT = "."
 _SHA256 = re.compile("[0-9a-f]{64}")
-BATCH = 1024
+BATCH_BYTES = 1 << 20
+"""Read and parsed at a time: whole lines split here cost less than a ``readline`` each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,29 +58,29 @@ class Entry:
 _KEYS = frozenset("pkmugtshlico")
 """path, kind, mode, uid, gid, mtime_ns, size, sha256, target (symlink), inode, ctime_ns, link_of:
 the defaults (0, None) are left out."""
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _encode(entry: Entry) -> bytes:
-    record: dict[str, Any] = {
-        "p": entry.path,
-        "k": entry.kind,
-        "m": entry.mode,
-        "u": entry.uid,
-        "g": entry.gid,
-        "t": entry.mtime_ns,
-    }
-    for short, value in (
-        ("s", entry.size),
-        ("h", entry.sha256),
-        ("l", entry.target),
-        ("i", entry.inode),
-        ("c", entry.ctime_ns),
-        ("o", entry.link_of),
-    ):
-        if value:
-            record[short] = value
-    return _dumps(record).encode() + b"\n"
+    """One line, byte for byte what ``json`` would write for the record (ASCII, no spaces),
+    assembled directly: a dict and an encoder call per entry cost more than the rest of the
+    entry's walk."""
+    line = (
+        f'{{"p":{_quote(entry.path)},"k":{_quote(entry.kind)},"m":{entry.mode},'
+        f'"u":{entry.uid},"g":{entry.gid},"t":{entry.mtime_ns}'
+    )
+    if entry.size:
+        line += f',"s":{entry.size}'
+    if entry.sha256:
+        line += f',"h":{_quote(entry.sha256)}'
+    if entry.target:
+        line += f',"l":{_quote(entry.target)}'
+    if entry.inode:
+        line += f',"i":{entry.inode}'
+    if entry.ctime_ns:
+        line += f',"c":{entry.ctime_ns}'
+    if entry.link_of:
+        line += f',"o":{_quote(entry.link_of)}'
+    return (line + "}\n").encode()
 
 
 def entry_of(
@@ -153,19 +154,62 @@ def write_index(path: Path, entries: Iterable[Entry]) -> tuple[str, int]:
 
 def read_index(path: Path) -> Iterator[Entry]:
     """The entries of the index at ``path``, streamed; ``ValueError`` on anything malformed."""
+    for first, records in _batches(path):
+        for number, record in enumerate(records, first):
+            try:
+                yield _decode(record)
+            except ValueError as error:
+                raise ValueError(f"{path}: line {number}: {error}") from None
+
+
+Known = dict[str, tuple[int, int, int, int, str]]
+"""Per file of a snapshot: the live file's size, mtime, inode and ctime then, and its sha256."""
+
+
+def read_known(path: Path) -> Known:
+    """What the next snapshot compares against, from the index at ``path``: its files only,
+    without building an ``Entry`` each (the whole index is read before a snapshot starts).
+    ``ValueError`` on a malformed record among them; a path here is only a key matched against
+    the live tree's names, never a place written to."""
+    known: Known = {}
+    for first, records in _batches(path):
+        for number, record in enumerate(records, first):
+            if type(record) is not dict:
+                raise ValueError(f"{path}: line {number}: not an entry: {str(record)[:120]}")
+            get = record.get
+            if get("k") == "file":
+                name, sha256 = get("p"), get("h")
+                size, mtime_ns, inode, ctime_ns = get("s", 0), get("t", 0), get("i", 0), get("c", 0)
+                if not (
+                    type(name) is str
+                    and type(size) is int
+                    and type(mtime_ns) is int
+                    and type(inode) is int
+                    and type(ctime_ns) is int
+                    and type(sha256) is str
+                    and _SHA256.fullmatch(sha256) is not None
+                ):
+                    raise ValueError(f"{path}: line {number}: not a file entry: {record!r:.120}")
+                known[name] = (size, mtime_ns, inode, ctime_ns, sha256)
+    return known
+
+
+def _batches(path: Path) -> Iterator[tuple[int, list[Any]]]:
+    """The records after the header, a batch at a time, each with the line number of its first."""
     try:
         with gzip.open(path, "rb") as stream:
             header = stream.readline()
             if _header(header) != HEADER:
                 raise ValueError(f"{path} is not a snapshot index (header {header[:80]!r})")
-            number = 2
-            for lines in iter(lambda: list(islice(stream, BATCH)), []):
-                for record in _batch(lines):
-                    try:
-                        yield _decode(record)
-                    except ValueError as error:
-                        raise ValueError(f"{path}: line {number}: {error}") from None
-                    number += 1
+            number, rest = 2, b""
+            while chunk := stream.read(BATCH_BYTES):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()  # the start of a line the next chunk ends
+                if lines:
+                    yield number, _batch(lines)
+                    number += len(lines)
+            if rest:
+                yield number, _batch([rest])
     except (OSError, EOFError, zlib.error) as error:
         if isinstance(error, FileNotFoundError | PermissionError):
             raise

@@ -8,7 +8,6 @@ system calls it wraps, and a data dir has 100,000 of them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -30,7 +29,7 @@ from specivod.adapters.backup.copying import (
     set_metadata,
 )
 from specivod.adapters.backup.files import BytesDone, sha256_of
-from specivod.adapters.backup.snapshot_index import ROOT, Entry, entry_of, relinked
+from specivod.adapters.backup.snapshot_index import ROOT, Entry, Known, entry_of, relinked
 from specivod.adapters.backup.tarwalk import StatSeen
 
 log = logging.getLogger(__name__)
@@ -60,12 +59,6 @@ class Counts:
     skipped: int = 0
     hard_links: int = 0
     flagged_paths: list[str] = field(default_factory=list)
-
-
-Known = dict[str, tuple[int, int, int, int, str | None]]
-"""Per path of the previous snapshot: the live file's size, mtime, inode and ctime then, and
-its sha256."""
-"""Path → (size, mtime_ns, live inode, sha256) of the previous snapshot's files."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +130,6 @@ class Walker:
         self._seen = seen
         self._copiers = threading.local()
         self._pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="snapshot-copy")
-        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="snapshot-prefetch")
         self._inodes: dict[tuple[int, int], Pending] = {}
         self._directories: list[tuple[str, os.stat_result]] = []
         self.counts = Counts()
@@ -154,7 +146,6 @@ class Walker:
 
     def close(self) -> None:
         """Wait for the copies under way; drop those not started."""
-        self._prefetch.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _walk(self) -> Iterator[Entry]:
@@ -250,9 +241,6 @@ class Walker:
             earlier = _open_if_there(name, directories.previous)
         self._directories.append((f"{self._tree}/{path}", status))
         self.counts.directories += 1
-        self._prefetch.submit(
-            _warm, f"{self._source}/{path}", self._previous and f"{self._previous}/{path}", children
-        )
         return entry_of(path, "dir", status), (children, _Directories(live, copy, earlier))
 
     def _symlink(
@@ -292,11 +280,11 @@ class Walker:
         if known is None or directories.previous is None:
             return None
         size, mtime_ns, inode, ctime_ns, sha256 = known
-        if (size, mtime_ns, inode, ctime_ns) != (
-            status.st_size,
-            status.st_mtime_ns,
-            status.st_ino,
-            status.st_ctime_ns,
+        if (
+            size != status.st_size
+            or mtime_ns != status.st_mtime_ns
+            or inode != status.st_ino
+            or ctime_ns != status.st_ctime_ns
         ):
             return None  # ctime too: no program can set it back after writing in place
         try:
@@ -319,10 +307,24 @@ class Walker:
             if error.errno in NO_LINK:
                 return None
             raise
-        self._count_file(size)
-        self.counts.files_linked += 1
-        self.counts.bytes_linked += size
-        return entry_of(path, "file", status, size=size, sha256=sha256)
+        counts = self.counts
+        counts.files += 1
+        counts.bytes_total += size
+        counts.files_linked += 1
+        counts.bytes_linked += size
+        return Entry(
+            path,
+            "file",
+            stat.S_IMODE(status.st_mode),
+            status.st_uid,
+            status.st_gid,
+            mtime_ns,
+            size,
+            sha256,
+            None,
+            inode,
+            ctime_ns,
+        )
 
     def _copied(self, path: str, live: str, copy: str) -> _Copy:
         copier: Copier | None = getattr(self._copiers, "copier", None)
@@ -360,16 +362,6 @@ class Walker:
     def _count_file(self, size: int) -> None:
         self.counts.files += 1
         self.counts.bytes_total += size
-
-
-def _warm(live: str, previous: str | None, names: list[str]) -> None:
-    """Stat a directory's contents ahead of the walk, so its inodes are read from disk while the
-    walk is busy elsewhere."""
-    for name in names:
-        with contextlib.suppress(OSError):
-            os.lstat(f"{live}/{name}")
-            if previous is not None:
-                os.lstat(f"{previous}/{name}")
 
 
 def _ready(item: Pending) -> bool:
