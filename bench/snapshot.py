@@ -163,24 +163,31 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def export(revision: str, target: Path) -> Path:
-    """The ``specivod`` and ``bench`` of a git revision, in ``target``."""
+def export(revision: str, target: Path) -> tuple[str, Path]:
+    """The commit of a git revision, and its ``specivod`` and ``bench`` in ``target``."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     target.mkdir()
     archive = subprocess.run(
-        ["git", "archive", revision, "specivod", "bench"],
+        ["git", "archive", commit, "specivod", "bench"],
         cwd=Path(__file__).parent.parent,
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return target
+    return commit, target
 
 
 def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict[str, Any]:
     files, total = int(FILES_AT_FULL_SCALE * scale), int(BYTES_AT_FULL_SCALE * scale)
     data, backups, earlier = scratch / "data", scratch / "backups", scratch / "baseline-backups"
     backups.mkdir(mode=0o700)
-    code = None if baseline is None else export(baseline, scratch / "baseline-code")
+    commit, code = (None, None) if baseline is None else export(baseline, scratch / "baseline")
     if code is not None:
         earlier.mkdir(mode=0o700)
     started = time.monotonic()
@@ -291,20 +298,14 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
         "sync_vs_full_copy_time": median(seconds_sync) / full_restore,
         "sync_summary": synced,
         "peak_rss_bytes": max([first["peak_rss_bytes"], *rss_two, *rss_sync]),
-        "baseline": None if code is None else _baseline(baseline, old, cp_seconds),
+        "baseline": None if code is None else _baseline(str(commit), old, cp_seconds),
     }
 
 
-def _baseline(revision: str | None, old: dict[str, Any], cp_seconds: float) -> dict[str, Any]:
+def _baseline(commit: str, old: dict[str, Any], cp_seconds: float) -> dict[str, Any]:
     seconds = old["second_snapshot_seconds"]
     return {
-        "revision": subprocess.run(
-            ["git", "rev-parse", str(revision)],
-            cwd=Path(__file__).parent.parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip(),
+        "revision": commit,
         "first_snapshot": old["first_snapshot"],
         "first_vs_cp_throughput": cp_seconds / old["first_snapshot"]["seconds"],
         "second_snapshot_seconds": seconds,
