@@ -188,7 +188,7 @@ def _history(settings: Settings, arguments: argparse.Namespace) -> int:
 async def _backup(settings: Settings, arguments: argparse.Namespace) -> int:
     from specivod.commands.backups import backup
 
-    return await backup(settings, show_progress=sys.stderr.isatty())
+    return await backup(settings)
 
 
 def _backups(settings: Settings, arguments: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from specivod.adapters.backup import (
     BackupManifest,
@@ -15,7 +16,7 @@ from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.compose import ComposeDeployment
 from specivod.commands import exit_codes
 from specivod.commands.output import emit_json, error, say
-from specivod.commands.progress_bars import progress as _progress
+from specivod.commands.progress_bars import progress_on
 from specivod.domain.errors import SpecivodError
 from specivod.engine.journal import Journal
 from specivod.engine.lock import host_lock
@@ -24,13 +25,13 @@ from specivod.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def backup(settings: Settings, *, show_progress: bool) -> int:
+async def backup(settings: Settings) -> int:
     deployment = ComposeDeployment(
         settings.deployment, database_service=settings.backup.database_service
     )
     backups = Backups(settings.backup, deployment)
     try:
-        with host_lock(settings.state.dir, "backup"), _progress(show_progress) as progress:
+        with host_lock(settings.state.dir, "backup"), progress_on(sys.stderr) as progress:
             _refuse_between_versions(settings)
             protect, keep_set_aside = _still_needed(settings)
             manifest = await backups.create(

@@ -92,16 +92,13 @@ def sink_for(stream: TextIO) -> PhaseSink:
 
 
 @contextlib.contextmanager
-def progress(show: bool) -> Iterator[Progress | None]:
-    """``specivod backup``: bars on stderr when ``show`` (stderr is a terminal), else none."""
-    if not show:
-        yield None
-        return
-    bars = ProgressBars()
+def progress_on(stream: TextIO) -> Iterator[Progress]:
+    """``specivod backup``: bars on ``stream`` when it is a terminal, else one line per phase."""
+    sink = sink_for(stream)
     try:
-        yield bars
+        yield sink
     finally:
-        bars.close()
+        sink.close()
 
 
 class ProgressBackups(Protocol):

@@ -13,7 +13,13 @@ from typing import TextIO
 import pytest
 
 from specivod.adapters.backup import Progress
-from specivod.commands.progress_bars import MeteredBackups, PhaseLines, ProgressBars, sink_for
+from specivod.commands.progress_bars import (
+    MeteredBackups,
+    PhaseLines,
+    ProgressBars,
+    progress_on,
+    sink_for,
+)
 from specivod.commands.runtime import ending_phases
 from specivod.domain.states import State
 from specivod.engine.journal import Transaction
@@ -204,3 +210,14 @@ async def test_a_step_line_ends_the_bar_before_it_is_printed(tmp_path: Path) -> 
     dump = sink.events.index(f"database dump {5 * MiB}")
     assert sink.events[dump + 1 : dump + 3] == ["close", "step PULLING"]
     assert kit.reports  # the steps still reach the operator
+
+
+def test_a_backup_without_a_terminal_still_says_each_phase_once() -> None:
+    stream = io.StringIO()
+    with progress_on(stream) as progress:
+        progress("database dump", 1 << 20, None)
+        progress("database dump", 2 << 20, None)
+        progress("data dir snapshot", 5, 10)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["database dump", "data dir snapshot"]
+    assert "2.0 MiB" in lines[0]
