@@ -157,15 +157,16 @@ def test_no_secret_leaks_and_nothing_is_open_to_other_users(
     health = smoke_health(deployment, secret_dir)
     _secret_file(Path(health["secrets"]["password"]), smoke_secret)
     listen = f"127.0.0.1:{free_port()}"
+    registry: dict[str, object] = {
+        "image": deployment.images.app,
+        "timeout": "10s",
+        "username": USER,
+        "password_file": str(_secret_file(secret_dir / "registry-password", password)),
+    }
     config = specivod_config(
         deployment,
         tmp_path,
-        registry={
-            "image": deployment.images.app,
-            "timeout": "10s",
-            "username": USER,
-            "password_file": str(_secret_file(secret_dir / "registry-password", password)),
-        },
+        registry=registry,
         health=health,
         http={"listen": listen, "token_file": str(_secret_file(secret_dir / "token", token))},
     )
@@ -175,6 +176,19 @@ def test_no_secret_leaks_and_nothing_is_open_to_other_users(
     values = {"registry password": password, "basic auth": basic, "token": token}
     values["smoke secret"] = smoke_secret
     texts: dict[str, bytes] = {}
+
+    wrong_password = secrets.token_urlsafe(24)
+    values["a wrong registry password"] = wrong_password
+    refused_config = {
+        **config,
+        "registry": {
+            **registry,
+            "password_file": str(_secret_file(secret_dir / "wrong-password", wrong_password)),
+        },
+    }
+    refused = Specivod(write_config(tmp_path / "refused.toml", refused_config))("check")
+    assert refused.returncode == 1 and "refused the credentials" in refused.stderr, refused
+    texts["check with a wrong password"] = (refused.stdout + refused.stderr).encode()
 
     upgrade = specivod("upgrade", "--now", "--to", MIGRATES_THEN_FAILS)
     assert upgrade.returncode == 1, upgrade.stdout + upgrade.stderr
@@ -189,7 +203,8 @@ def test_no_secret_leaks_and_nothing_is_open_to_other_users(
         ("check",),
     ):
         result = specivod(*arguments)
-        assert result.returncode in (0, 1), result.stdout + result.stderr
+        assert result.returncode in (0, 1), result.stdout + result.stderr  # 1: check's pin problem
+        assert "refused the credentials" not in result.stderr, result.stderr
         texts[" ".join(arguments)] = (result.stdout + result.stderr).encode()
     last = json.loads(specivod("history", "--json").stdout)["transactions"][0]
     assert (last["state"], last["restored"]) == ("rolled_back", True), last
@@ -211,11 +226,14 @@ def test_no_secret_leaks_and_nothing_is_open_to_other_users(
 
     assert _leaks(values, texts) == []
     control = {p.name: p.read_bytes() for p in secret_dir.iterdir()}
-    assert sorted(_leaks(values, control)) == [
-        "registry password in registry-password",
-        "smoke secret in smoke-password",
-        "token in token",
-    ], "the search must find a value where it is"
+    assert sorted(_leaks(values, control)) == sorted(
+        [
+            "registry password in registry-password",
+            "smoke secret in smoke-password",
+            "token in token",
+            "a wrong registry password in wrong-password",
+        ]
+    ), "the search must find a value where it is"
 
     roots = [state_dir, backup_dir, aside]
     own_files = [p for p in backup_dir.glob("*/*") if p.is_file()]
