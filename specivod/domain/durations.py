@@ -13,15 +13,32 @@ _UNITS = {
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
-def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """Parse ``90s``/``6h``/``1h30m``/``250ms``; a bare number means seconds."""
+MAX_DURATION = timedelta(days=3650)
+"""Longer than any interval, budget or age a setting means: a bigger value is a typo."""
+
+
+def parse_duration(text: object) -> timedelta:
+    """Parse ``90s``/``6h``/``1h30m``/``250ms``; a bare number means seconds. ``ValueError`` for
+    anything else, a negative value, or one longer than ``MAX_DURATION``."""
+    try:
+        value = _parse(text)
+    except (OverflowError, ArithmeticError):
+        value = MAX_DURATION + timedelta(days=1)
+    if value > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION.days} days")
+    return value
+
+
+def _parse(text: object) -> timedelta:
     if isinstance(text, timedelta):
+        if text < timedelta():
+            raise ValueError(f"duration must not be negative, got {text}")
         return text
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError("a duration must be a string like '90s' or a number of seconds")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"duration must not be negative, got {text}")
+        if text != text or text < 0:  # NaN or negative
+            raise ValueError(f"duration must be a non-negative number, got {text}")
         return timedelta(seconds=text)
     compact = text.strip().replace(" ", "")
     if not compact:

@@ -7,7 +7,10 @@ the step acts. The rows are also the history: from, to, backup, fingerprints, ti
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -140,12 +143,27 @@ def _row_to_transaction(row: sqlite3.Row) -> Transaction:
     )
 
 
+def _private_state(state_dir: Path) -> None:
+    """The state dir 0700 (also one an operator made with a wider mode) and the journal's files
+    0600 from their first byte: the history names versions, backups and paths, and the umask
+    of a shell running the CLI would leave them readable to every local user."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
+        state_dir.chmod(0o700)
+    database = state_dir / JOURNAL_NAME
+    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                path.chmod(0o600)
+
+
 class Journal:
     """Durable record of every transaction and step. One connection per instance."""
 
     def __init__(self, state_dir: Path) -> None:
         try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_state(state_dir)
             self._db = sqlite3.connect(state_dir / JOURNAL_NAME, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")

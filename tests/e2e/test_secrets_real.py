@@ -269,11 +269,6 @@ def _exposed(path: Path, root: Path) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the journal is created with the process umask (0644 from a shell) and "
-    "Journal only passes mode=0700 to mkdir, which leaves an existing state dir's mode alone",
-)
 def test_a_state_dir_made_by_the_operator_does_not_expose_the_journal(
     deployment: SandboxDeployment, tmp_path: Path
 ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -247,3 +249,20 @@ def test_a_rollback_an_alert_triggered_is_not_said_to_be_by_hand(tmp_path: Path)
     assert journal.rolled_back_versions() == {
         "0.1.11": "rolled back (alertmanager) in transaction #2"
     }
+
+
+def test_the_journal_is_private_even_in_a_state_dir_an_operator_made_open(
+    tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o755)
+    state_dir.chmod(0o755)
+    old = os.umask(0o022)
+    try:
+        Journal(state_dir).close()
+    finally:
+        os.umask(old)
+
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    for path in state_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

@@ -61,6 +61,13 @@ def _error_detail(body: bytes) -> str:
         return ""
 
 
+def _same_origin(url: URL, base: URL) -> bool:
+    try:
+        return url.origin() == base.origin()
+    except ValueError:  # no host: not even a place to compare
+        return False
+
+
 class RegistryClient:
     """Read-only client for one repository; implements ``engine.ports.TagSource``.
 
@@ -78,11 +85,15 @@ class RegistryClient:
         page_size: int = 100,
         scheme: Scheme = "auto",
         clock: Clock | None = None,
+        max_tags: int = 1_000_000,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.reference = reference
         self.page_size = page_size
+        self.max_tags = max_tags
+        """A tag list longer than this is refused: a registry whose pages never end would
+        otherwise keep specivod reading (and growing) forever."""
         if scheme == "auto":
             scheme = "http" if reference.is_loopback else "https"
         self.base_url = URL(f"{scheme}://{reference.api_host}")
@@ -133,8 +144,12 @@ class RegistryClient:
             known = len(tags)
             tags.update(dict.fromkeys(page))
             url = reply.next_link
+            if len(tags) > self.max_tags:
+                raise self._protocol_error(
+                    f"the tag list passes {self.max_tags} tags and goes on; refusing to read more"
+                )
             if url is not None:
-                if url.origin() != self.base_url.origin():
+                if not _same_origin(url, self.base_url):
                     raise self._protocol_error(
                         f"the tag list's next page is on another host: {url}"
                     )

@@ -73,13 +73,18 @@ def _retryable(error: BaseException) -> bool:
 
 
 def _next_link(response: aiohttp.ClientResponse) -> URL | None:
-    link = response.links.get("next")
-    if link is None:
-        return None
-    target = link.get("url")
-    if target is None:
-        return None
-    return response.url.join(URL(str(target)))
+    try:
+        link = response.links.get("next")
+        if link is None:
+            return None
+        target = link.get("url")
+        if target is None:
+            return None
+        return response.url.join(URL(str(target)))
+    except ValueError as error:
+        raise RegistryProtocolError(
+            f"{response.url}: cannot read the Link header {response.headers.get('Link')!r}: {error}"
+        ) from None
 
 
 class Transport:
