@@ -1,5 +1,6 @@
 """Durations written the way operators write them: ``90s``, ``6h``, ``1h30m``, ``250ms``."""
 
+import math
 import re
 from datetime import timedelta
 
@@ -37,7 +38,7 @@ def _parse(text: object) -> timedelta:
     if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ValueError("a duration must be a string like '90s' or a number of seconds")
     if isinstance(text, int | float):
-        if text != text or text < 0:  # NaN or negative
+        if math.isnan(text) or text < 0:
             raise ValueError(f"duration must be a non-negative number, got {text}")
         return timedelta(seconds=text)
     compact = text.strip().replace(" ", "")
