@@ -151,7 +151,10 @@ def _private_state(state_dir: Path) -> None:
     if stat.S_IMODE(state_dir.stat().st_mode) & 0o077:
         state_dir.chmod(0o700)
     database = state_dir / JOURNAL_NAME
-    os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    # Only a new file is opened here: closing any descriptor of a database drops every POSIX
+    # lock this process holds on it, the locks of another open Journal's connection included.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     for path in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
         with contextlib.suppress(FileNotFoundError):
             if stat.S_IMODE(path.stat().st_mode) & 0o077:

@@ -7,6 +7,7 @@ import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -266,3 +267,25 @@ def test_the_journal_is_private_even_in_a_state_dir_an_operator_made_open(
     assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
     for path in state_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_opening_a_second_journal_never_touches_the_open_database_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing any descriptor of a SQLite file drops every POSIX lock the process holds on it:
+    a second Journal (the daemon opens several) must leave the first one's locks alone."""
+    first = Journal(tmp_path)
+    first.begin(Kind.UPGRADE, trigger="manual", from_version="0.1.10", to_version="0.2.0", now=NOW)
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(path: Any, *arguments: Any, **keywords: Any) -> int:
+        descriptor = real_open(path, *arguments, **keywords)
+        opened.append(str(path))  # only descriptors really opened (and later closed)
+        return descriptor
+
+    monkeypatch.setattr(os, "open", recording_open)
+    Journal(tmp_path).close()
+
+    assert str(tmp_path / "journal.sqlite3") not in opened
+    assert first.latest() is not None
