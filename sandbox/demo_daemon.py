@@ -14,9 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 from sandbox.config import specivod_config, write_config
 from sandbox.deployment import SandboxDeployment
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).parent.parent
 RANGE = ">0.1.10 <0.2.0"
@@ -46,18 +45,6 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as answer:
         body: bytes = answer.read()
         return body
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _stop(process: subprocess.Popen[bytes] | None) -> None:

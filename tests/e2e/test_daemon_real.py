@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sandbox.releases import BASELINE
 from tests.conftest import Stack
 from tests.support.oci_push import RegistryConnection, push_image
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stack
 
@@ -69,18 +70,6 @@ def get(url: str, timeout: float = 5) -> bytes:
 def status_of(base: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(get(f"{base}/api/v1/status"))
     return document
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class Notifications:

@@ -29,9 +29,9 @@ from tests.e2e.test_daemon_real import (
     start_daemon,
     start_prometheus,
     status_of,
-    wait_for,
 )
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 from tests.unit.test_grafana_dashboard import load_dashboard, queries
 
 __all__ = ["notifications"]  # the fixture, imported so that pytest finds it here

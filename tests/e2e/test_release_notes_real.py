@@ -24,8 +24,9 @@ from sandbox.deployment import COMPOSE_FILE, SandboxDeployment, create_deploymen
 from sandbox.images import OCI, ImageNames, publish_index, push_releases
 from sandbox.releases import BASELINE, Behaviour, Release
 from tests.conftest import Specivod, Stack
-from tests.e2e.test_daemon_real import Notifications, start_daemon, status_of, wait_for
+from tests.e2e.test_daemon_real import Notifications, start_daemon, status_of
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stack
 

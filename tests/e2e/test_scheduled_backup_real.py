@@ -32,9 +32,9 @@ from tests.e2e.test_daemon_real import (
     notifications,
     start_daemon,
     status_of,
-    wait_for,
 )
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 __all__ = ["notifications"]  # the fixture, imported so that pytest finds it here
 

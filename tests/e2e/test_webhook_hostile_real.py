@@ -25,7 +25,8 @@ from tests.e2e.test_alertmanager_real import (
     notifications,
     upgraded_daemon,
 )
-from tests.e2e.test_daemon_real import get, status_of, wait_for
+from tests.e2e.test_daemon_real import get, status_of
+from tests.support.waiting import wait_for
 
 __all__ = ["notifications", "upgraded_daemon"]  # fixtures, imported so that pytest finds them
 
