@@ -14,7 +14,6 @@ import random
 import shutil
 import signal
 import stat
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from sandbox.config import specivod_config, write_config
 from sandbox.deployment import SandboxDeployment, create_deployment
 from sandbox.releases import BASELINE, MIGRATES_THEN_FAILS
 from tests.conftest import Specivod, Stack
+from tests.support.xfs import mounted_xfs, shared
 
 pytestmark = pytest.mark.stack
 
@@ -35,29 +35,13 @@ MODES = (0o600, 0o640, 0o644, 0o400, 0o664)
 OWNERS = ((0, 0), (999, 999), (1001, 1002))
 MIB = 1 << 20
 MARKER = b"outside the data dir: no backup may hold this line\n"
-FIEMAP_EXTENT_SHARED = 0x2000
-
 Description = dict[str, tuple[object, ...]]
 
 
 @pytest.fixture
 def xfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.fail("mounting an XFS image needs root")
-    if shutil.which("mkfs.xfs") is None:
-        pytest.fail("mkfs.xfs is not installed (apt-get install xfsprogs; scripts/bootstrap)")
-    image, mount_point = tmp_path / "xfs.img", tmp_path / "xfs"
-    with image.open("wb") as stream:
-        stream.truncate(2 << 30)
-    subprocess.run(["mkfs.xfs", "-q", "-f", str(image)], check=True)
-    mount_point.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
-    try:
+    with mounted_xfs(tmp_path, 2 << 30) as mount_point:
         yield mount_point
-    finally:
-        if subprocess.run(["umount", str(mount_point)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mount_point)], check=False)
-        image.unlink()
 
 
 @pytest.fixture
@@ -185,17 +169,6 @@ def holds_marker(root: Path) -> list[str]:
         for name, path in walk(root).items()
         if stat.S_ISREG(path.lstat().st_mode) and MARKER in path.read_bytes()
     ]
-
-
-def shared(path: Path) -> bool:
-    """Whether every extent of ``path`` is shared with another file (FIEMAP's shared flag)."""
-    report = subprocess.run(
-        ["xfs_io", "-r", "-c", "fiemap -v", str(path)], check=True, capture_output=True, text=True
-    ).stdout
-    flags = [
-        int(line.split()[-1], 16) for line in report.splitlines() if line.strip()[:1].isdigit()
-    ]
-    return bool(flags) and all(flag & FIEMAP_EXTENT_SHARED for flag in flags)
 
 
 def run(cli: Specivod, *arguments: str, code: int = 0) -> str:

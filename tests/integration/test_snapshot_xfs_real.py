@@ -4,9 +4,6 @@ it, its replaced files moved across file systems. Needs root (mount); never skip
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import pytest
 
 from specivod.adapters.backup.datasync import plan_sync, sync_from_snapshot
 from specivod.adapters.backup.snapshot import check_snapshot, take_snapshot
+from tests.support.xfs import mounted_xfs, shared
 from tests.unit.snapshot_kit import (
     build_tree,
     change_files,
@@ -23,37 +21,11 @@ from tests.unit.snapshot_kit import (
     snapshots_of,
 )
 
-FIEMAP_EXTENT_SHARED = 0x2000
-
 
 @pytest.fixture
 def xfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.fail("mounting an XFS image needs root")
-    if shutil.which("mkfs.xfs") is None:
-        pytest.fail("mkfs.xfs is not installed (apt-get install xfsprogs; scripts/bootstrap)")
-    image, mount_point = tmp_path / "xfs.img", tmp_path / "xfs"
-    with image.open("wb") as stream:
-        stream.truncate(1 << 30)
-    subprocess.run(["mkfs.xfs", "-q", "-f", str(image)], check=True)
-    mount_point.mkdir()
-    subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
-    try:
+    with mounted_xfs(tmp_path, 1 << 30) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
-        image.unlink()
-
-
-def shared(path: Path) -> bool:
-    """Whether every extent of ``path`` is shared with another file (FIEMAP's shared flag)."""
-    report = subprocess.run(
-        ["xfs_io", "-r", "-c", "fiemap -v", str(path)], check=True, capture_output=True, text=True
-    ).stdout
-    flags = [
-        int(line.split()[-1], 16) for line in report.splitlines() if line.strip()[:1].isdigit()
-    ]
-    return bool(flags) and all(flag & FIEMAP_EXTENT_SHARED for flag in flags)
 
 
 def test_snapshots_on_xfs_are_reflinks_and_restore_exactly(xfs: Path) -> None:
