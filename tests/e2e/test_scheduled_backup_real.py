@@ -8,16 +8,12 @@ whose credentials never reach the log. A CLI restore run beside the daemon is no
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import pytest
 
@@ -33,6 +29,7 @@ from tests.e2e.test_daemon_real import (
     start_daemon,
     status_of,
 )
+from tests.support.json_receiver import JsonReceiver, json_receiver
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
@@ -55,34 +52,10 @@ def closed_window() -> dict[str, object]:
     }
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        Receiver.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[int]:
-    Receiver.received.clear()
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def titles() -> list[str]:
-    return [str(message["title"]) for message in Receiver.received]
+def receiver() -> Iterator[JsonReceiver]:
+    with json_receiver() as made:
+        yield made
 
 
 def test_scheduled_backups_in_the_window_and_notifications_of_outcomes(
@@ -90,12 +63,12 @@ def test_scheduled_backups_in_the_window_and_notifications_of_outcomes(
     deployment: SandboxDeployment,
     tmp_path: Path,
     notifications: Notifications,
-    receiver: int,
+    receiver: JsonReceiver,
 ) -> None:
     listen = f"127.0.0.1:{free_port()}"
     base = f"http://{listen}"
     urls = tmp_path / "notify.urls"
-    urls.write_text(f"# the test's receiver\njson://specivod:{TOKEN}@127.0.0.1:{receiver}/\n")
+    urls.write_text(f"# the test's receiver\njson://specivod:{TOKEN}@127.0.0.1:{receiver.port}/\n")
 
     def config(window: dict[str, object], **backup: object) -> Path:
         written = specivod_config(
@@ -136,8 +109,8 @@ def test_scheduled_backups_in_the_window_and_notifications_of_outcomes(
 
         config(OPEN, every="2s", database_name="no_such_database")
         daemon.send_signal(signal.SIGHUP)
-        wait_for("a failed backup's notification", lambda: bool(Receiver.received), 60)
-        first = Receiver.received[0]
+        wait_for("a failed backup's notification", lambda: bool(receiver.received), 60)
+        first = receiver.received[0]
         assert (first["title"], first["type"]) == ("specivod: scheduled backup FAILED", "failure")
         assert "no_such_database" in first["message"]
         assert [backup.id for backup in backups_in(backups_dir)] == [taken.id]
@@ -152,13 +125,13 @@ def test_scheduled_backups_in_the_window_and_notifications_of_outcomes(
         assert restored.returncode == 0, restored.stderr
         wait_for(
             "the restore's notification",
-            lambda: any(title.startswith("specivod: restore #1 ") for title in titles()),
+            lambda: any(title.startswith("specivod: restore #1 ") for title in receiver.titles()),
             30,
         )
-        [outcome] = [got for got in Receiver.received if got["title"] != first["title"]]
+        [outcome] = [got for got in receiver.received if got["title"] != first["title"]]
         assert outcome["title"] == "specivod: restore #1 ROLLED_BACK", outcome
         assert outcome["type"] == "success"
-        expected = f'specivod_notifications_total{{result="sent"}} {len(Receiver.received)}.0'
+        expected = f'specivod_notifications_total{{result="sent"}} {len(receiver.received)}.0'
         wait_for(
             "the notifications counted", lambda: expected.encode() in get(f"{base}/metrics"), 10
         )

@@ -6,14 +6,11 @@ after the daemon started are sent, each once; apprise really posts to a json:// 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -30,6 +27,7 @@ from specivod.notify_outcomes import (
     outcome_message,
 )
 from specivod.settings import NotificationSettings, Settings
+from tests.support.json_receiver import JsonReceiver, json_receiver
 from tests.support.ports import free_port
 from tests.unit.fakes import FakeClock
 
@@ -216,39 +214,19 @@ async def test_the_daemon_notifies_a_cli_transaction_it_notices(tmp_path: Path) 
     assert b'specivod_notifications_total{result="sent"} 1.0' in made.renderer.render()
 
 
-class Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        Receiver.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *_: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[int]:
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+def receiver() -> Iterator[JsonReceiver]:
+    with json_receiver() as made:
+        yield made
 
 
-async def test_apprise_posts_to_a_real_json_receiver(receiver: int) -> None:
-    Receiver.received.clear()
+async def test_apprise_posts_to_a_real_json_receiver(receiver: JsonReceiver) -> None:
     message = backup_failed_message("pg_dump exited 1")
 
-    assert await apprise_send(message, f"json://127.0.0.1:{receiver}/", 10)
+    assert await apprise_send(message, f"json://127.0.0.1:{receiver.port}/", 10)
     assert not await apprise_send(message, f"json://127.0.0.1:{free_port()}/", 10)
 
-    assert [(got["title"], got["type"]) for got in Receiver.received] == [
+    assert [(got["title"], got["type"]) for got in receiver.received] == [
         ("specivod: scheduled backup FAILED", "failure")
     ]
-    assert "pg_dump exited 1" in Receiver.received[0]["message"]
+    assert "pg_dump exited 1" in receiver.received[0]["message"]
