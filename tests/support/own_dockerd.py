@@ -98,6 +98,7 @@ class OwnDockerd:
     run_dir: Path = field(init=False)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     last_kill_seconds: float = field(default=0.0, init=False)
+    _containerd: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +146,7 @@ class OwnDockerd:
         """Start dockerd (and through it its own containerd) and wait until it answers."""
         if self.pid is not None:
             raise RuntimeError("this dockerd is already running")
+        self._await_containerd_exit()
         self.run_dir.mkdir(mode=0o700, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as stream:
@@ -172,6 +174,7 @@ class OwnDockerd:
                     f"own dockerd exited with {self.process.returncode}: {self.tail()}"
                 )
             if self.answers():
+                self._containerd = self.containerd_pid()
                 return
             time.sleep(0.1)
         raise RuntimeError(f"own dockerd did not answer within {timeout:.0f} s: {self.tail()}")
@@ -218,7 +221,6 @@ class OwnDockerd:
         containers keep running)."""
         if self.process is None or self.process.poll() is not None:
             return
-        containerd = self.containerd_pid()
         started = time.monotonic()
         self.process.send_signal(sig)
         try:
@@ -226,12 +228,17 @@ class OwnDockerd:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if containerd is not None:
-            # dockerd starts its containerd with a parent-death signal; a dockerd started before
-            # that containerd's zombie is reaped (kill(pid, 0) still succeeds) adopts it and
-            # never gets an answer
-            _wait_gone(containerd, CONTAINERD_GRACE, reaped=True)
-            self.last_kill_seconds = time.monotonic() - started
+        self._await_containerd_exit()
+        self.last_kill_seconds = time.monotonic() - started
+
+    def _await_containerd_exit(self) -> None:
+        """Once dockerd is dead (killed here or by anyone), wait for its containerd to be
+        reaped. dockerd starts it with a parent-death signal, and a dockerd started before that
+        containerd's zombie is gone (kill(pid, 0) still succeeds) adopts the dead pid and times
+        out waiting for it."""
+        if self._containerd is not None and self.pid is None:
+            _wait_gone(self._containerd, CONTAINERD_GRACE, reaped=True)
+            self._containerd = None
 
     def restart(self, timeout: float = START_TIMEOUT) -> None:
         """Stop dockerd gracefully if it runs (SIGTERM), then start it again on the same roots."""
@@ -291,8 +298,7 @@ class OwnDockerd:
         if sig == signal.SIGKILL:
             if self.process is not None:
                 self.process.wait()
-            for pid in victims["containerd"]:
-                _wait_gone(pid, CONTAINERD_GRACE, reaped=True)
+            self._await_containerd_exit()
         return victims
 
     def stop(self) -> None:
