@@ -13,6 +13,7 @@ from typing import Any
 
 from specivod import __version__
 from specivod.commands import exit_codes
+from specivod.commands.busy import EXCLUSIVE_COMMANDS, refuse_when_busy
 from specivod.commands.output import error
 from specivod.config_loader import load_settings
 from specivod.domain.errors import ConfigError, LockedError, SpecivodError
@@ -272,7 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as problem:
         error(f"configuration error:\n{problem}")
         return exit_codes.CONFIG
-    return _guarded(lambda: _run(arguments.handler, settings, arguments))
+    return _guarded(lambda: _dispatch(settings, arguments))
+
+
+def _dispatch(settings: Settings, arguments: argparse.Namespace) -> int:
+    if arguments.command in EXCLUSIVE_COMMANDS:
+        refuse_when_busy(settings.state.dir, arguments.command)
+    return _run(arguments.handler, settings, arguments)
 
 
 def _guarded(call: Callable[[], int]) -> int:

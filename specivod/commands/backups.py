@@ -17,7 +17,7 @@ from specivod.adapters.compose import ComposeDeployment
 from specivod.commands import exit_codes
 from specivod.commands.output import emit_json, error, say
 from specivod.commands.progress_bars import progress_on
-from specivod.domain.errors import SpecivodError
+from specivod.domain.errors import LockedError, SpecivodError
 from specivod.engine.journal import Journal
 from specivod.engine.lock import host_lock
 from specivod.settings import Settings
@@ -41,6 +41,8 @@ async def backup(settings: Settings) -> int:
                 protect=protect,
                 keep_set_aside=keep_set_aside,
             )
+    except LockedError:
+        raise  # the command's "busy" refusal, not a failed backup
     except SpecivodError as problem:
         error(f"backup failed, no backup was kept: {problem}")
         return exit_codes.FAILED
