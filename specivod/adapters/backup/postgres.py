@@ -10,21 +10,23 @@ comes from ``PGPORT`` in the container when it is set there.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
 import os
+import re
 import shlex
 import tempfile
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from specivod.adapters.backup import leftovers
 from specivod.adapters.backup.files import create_private_file
 from specivod.adapters.backup.leftovers import relations_in
+from specivod.adapters.backup.progress import Position, read_position, reporting, written_size
 from specivod.adapters.backup.runner import ComposeRunner
+from specivod.adapters.backup.store import dump_does_not_fit, ran_out_of_space
 from specivod.adapters.process import Completed
 from specivod.domain.errors import BackupError, DeploymentError
 from specivod.redaction import redact_argv
@@ -33,12 +35,10 @@ from specivod.settings import BackupSettings
 log = logging.getLogger(__name__)
 
 HOSTS = "/var/run/postgresql,127.0.0.1"
-_POLL_SECONDS = 0.5
 _NOISE_PREFIXES = ("--", "\\restrict", "\\unrestrict")
 """Lines of ``pg_dump --schema-only`` that change from run to run without a schema change:
 comments (server and dump versions) and psql's random per-dump ``\\restrict`` key."""
 
-Position = Callable[[int], None]
 _NESTED_BEGIN = "there is already a transaction in progress"
 """psql's warning at pg_restore's own ``BEGIN`` inside the restore's transaction; expected."""
 
@@ -116,27 +116,47 @@ class PostgresDatabase:
         stdin: BinaryIO | None = None,
         stdout: BinaryIO | None = None,
     ) -> Completed:
+        service = self._settings.database_service
         try:
-            return await self._runner.compose(
-                "exec", "-T", self._settings.database_service, *command, stdin=stdin, stdout=stdout
+            result = await self._runner.compose(
+                "exec", "-T", service, *command, stdin=stdin, stdout=stdout
             )
         except DeploymentError as error:
             raise BackupError(str(error)) from None
+        if not result.ok and _not_running(service).search(result.stderr):
+            raise BackupError(
+                f'the database service "{service}" is not running, so nothing can be dumped, '
+                f"read or restored: start it (`docker compose start {service}`) and try again"
+            )
+        return result
 
     async def dump(self, target: Path, written: Position | None = None) -> None:
         """Dump into the new file ``target`` (0600), fsynced; ``BackupError`` when the command
         fails or writes nothing."""
         with create_private_file(target) as stream:
-            async with _reporting(stream, written, _written_size):
+            async with reporting(stream, written, written_size):
                 result = await self._exec(self.dump_command(), stdout=stream)
             if not result.ok:
-                raise BackupError(f"database dump failed: {result.describe()}")
+                raise await self._dump_failed(target, stream, result)
             stream.flush()
             os.fsync(stream.fileno())
             if os.fstat(stream.fileno()).st_size == 0:
                 raise BackupError(
                     f"database dump is empty: `{shlex.join(redact_argv(self.dump_command()))}`"
                 )
+
+    async def _dump_failed(self, target: Path, stream: BinaryIO, result: Completed) -> BackupError:
+        statistics = os.fstatvfs(stream.fileno())
+        free = statistics.f_bavail * statistics.f_frsize
+        if not ran_out_of_space(result.stderr, free):
+            return BackupError(f"database dump failed: {result.describe()}")
+        database_size = None
+        with contextlib.suppress(BackupError):
+            database_size = await self.size()
+        backups = self._settings.dir
+        directory = backups if target.is_relative_to(backups) else target.parent
+        minimum = int(self._settings.min_free_bytes)
+        return dump_does_not_fit(directory, written_size(stream), free, database_size, minimum)
 
     async def validate(self, dump: Path) -> list[str]:
         """The dump's table of contents (``pg_restore --list``); ``BackupError`` when it is
@@ -180,7 +200,7 @@ class PostgresDatabase:
                 )
             command, shown, failed = list(configured), None, "database restore failed"
         with dump.open("rb") as stream:
-            async with _reporting(stream, read, _read_position):
+            async with reporting(stream, read, read_position):
                 result = await self._exec(command, stdin=stream)
         if not result.ok:
             raise BackupError(f"{failed}: {result.describe(shown)}")
@@ -272,34 +292,9 @@ class PostgresDatabase:
         return result.stdout
 
 
-def _written_size(stream: BinaryIO) -> int:
-    return os.fstat(stream.fileno()).st_size
-
-
-def _read_position(stream: BinaryIO) -> int:
-    # The child process shares this open file description, so its offset is the child's.
-    return os.lseek(stream.fileno(), 0, os.SEEK_CUR)
-
-
-@contextlib.asynccontextmanager
-async def _reporting(
-    stream: BinaryIO, report: Position | None, measure: Callable[[BinaryIO], int]
-) -> AsyncIterator[None]:
-    """While the block runs, report how far a child process got in ``stream``."""
-    if report is None:
-        yield
-        return
-
-    async def poll() -> None:
-        while True:
-            report(measure(stream))
-            await asyncio.sleep(_POLL_SECONDS)
-
-    task = asyncio.create_task(poll())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        report(measure(stream))
+def _not_running(service: str) -> re.Pattern[str]:
+    """Compose's answer to ``exec`` into a service without a running container."""
+    name = re.escape(service)
+    return re.compile(
+        rf'service "?{name}"? is not running|no container found for service "?{name}"?'
+    )

@@ -84,6 +84,35 @@ def require_free_space(free: int, expected: int, min_free: int, directory: Path)
         )
 
 
+_OUT_OF_SPACE = ("no space left on device", "disk quota exceeded")
+"""How a full file system or an exhausted quota reads in a failed writer's stderr (Go's, C's)."""
+
+
+def ran_out_of_space(stderr: str, free: int) -> bool:
+    """Whether a writer that failed did so because the file system it wrote to is full."""
+    text = stderr.lower()
+    return free == 0 or any(reason in text for reason in _OUT_OF_SPACE)
+
+
+def dump_does_not_fit(
+    directory: Path, written: int, free: int, database_size: int | None, min_free: int
+) -> BackupError:
+    """The error of a dump that filled ``directory``'s file system: where, how far it got, and
+    what is known of the room it needs."""
+    if database_size is None:
+        size = "the database's size could not be read"
+    else:
+        size = (
+            f"the database takes {_bytes(database_size)} on the server (a dump is usually smaller)"
+        )
+    return BackupError(
+        f"the database dump does not fit in {directory}: its file system filled up after "
+        f"{_bytes(written)} of the dump ({_bytes(free)} free); the dump needs more than that: "
+        f"{size}, and backup.min_free_bytes ({min_free}) are kept free besides. Free that much "
+        "space there, e.g. by deleting old backups, or point backup.dir at a larger file system"
+    )
+
+
 class BackupStore:
     """Backups on disk under one directory (mode 0700)."""
 
