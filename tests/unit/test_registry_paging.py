@@ -133,6 +133,26 @@ async def test_a_next_page_on_another_host_is_refused(serve: Serve) -> None:
             await client.list_tags()
 
 
+async def test_a_next_page_that_is_not_the_tag_list_is_refused(serve: Serve) -> None:
+    """Found by fuzzing: a path-relative link such as ``<x/y>`` resolves one level deeper on each
+    page, a new URL every time, so neither the loop check nor the new-tags check stopped it."""
+    served = [0]
+
+    async def handler(_request: web.Request) -> web.Response:
+        served[0] += 1
+        return web.json_response(
+            {"tags": [f"0.1.{served[0]}"]}, headers={"Link": '<x/y>; rel="next"'}
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    domain = await serve(app)
+    async with make_client(domain) as client:
+        with pytest.raises(RegistryProtocolError, match="not the tag list"):
+            await client.list_tags()
+        assert client.requests == 1
+
+
 async def test_null_tags_is_an_empty_list(serve: Serve) -> None:
     domain = await serve(single_route(TAGS_PATH, lambda _r: web.json_response({"tags": None})))
     async with make_client(domain) as client:

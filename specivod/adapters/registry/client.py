@@ -153,6 +153,10 @@ class RegistryClient:
                     raise self._protocol_error(
                         f"the tag list's next page is on another host: {url}"
                     )
+                if url.path != self._api("tags/list").path:
+                    raise self._protocol_error(
+                        f"the tag list's next page is not the tag list: {url}"
+                    )
                 if len(tags) == known:
                     raise self._protocol_error(f"a tag list page without new tags links to {url}")
         return list(tags)
