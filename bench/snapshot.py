@@ -8,18 +8,21 @@ sizes spread from 1 KiB to 4 MiB around a 100 KiB mean. Side by side in one run:
 - the sync restore after a failed release changed 1 % (and added files) vs a full copy of the
   snapshot back (``cp -a``, then ``sync``), which is what an extraction costs at best;
 - the peak RSS of the child process that takes each snapshot or restore (``getrusage``);
-- the disk the second snapshot takes: blocks of its own new inodes, its directories and index.
+- the disk the second snapshot takes: blocks of its own new inodes, its directories and index;
+- the CPU seconds (user + system, all threads) of each snapshot process, which a loaded machine
+  changes less than the wall time, and the load average at the start and the end.
 
 Page caches are dropped before each timed phase when /proc/sys/vm/drop_caches is writable (the
 result says whether it was). Phases that are cheap are repeated (``--repeats``) and their median
 kept. With ``--baseline REV`` the snapshots are also taken by the code of that git revision (its
-``specivod`` and ``bench``, exported to the scratch directory), each phase right after this code's
-on the same data, so a change is measured before and after in one run (under ``"baseline"``).
-Writes bench/results/snapshot-<date>.json and prints a summary. The scratch directory
+``specivod``, exported to the scratch directory, run by this file's worker), each phase next to
+this code's on the same data (which one goes first alternates from one repeat to the next), so
+a change is measured before and after in one run (under ``"baseline"``). Writes ``--out`` (default
+bench/results/snapshot-<date>.json) and prints a summary. The scratch directory
 (``--dir``, default /var/tmp) gets everything and is removed at the end.
 
 Run: ``.venv/bin/python -m bench.snapshot [--scale 0.1] [--repeats 3] [--dir /var/tmp]
-[--baseline HEAD]``.
+[--baseline HEAD] [--out PATH]``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def worker(kind: str, *arguments: str) -> None:
     from specivod.adapters.backup.datasync import sync_from_snapshot
     from specivod.adapters.backup.snapshot import Previous, take_snapshot
 
+    ready = resource.getrusage(resource.RUSAGE_SELF)  # after the imports: not counted
     started = time.monotonic()
     if kind == "snapshot":
         source, tree, index, previous = arguments
@@ -61,8 +65,10 @@ def worker(kind: str, *arguments: str) -> None:
         tree, index, data, replaced = arguments
         summary = sync_from_snapshot(Path(tree), Path(index), Path(data), Path(replaced))
     seconds = time.monotonic() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     report = {
         "seconds": seconds,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime - ready.ru_utime - ready.ru_stime,
         "summary": summary.__dict__,
         "peak_rss_bytes": _vm_hwm(),
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -164,7 +170,8 @@ def median(values: Sequence[float]) -> float:
 
 
 def export(revision: str, target: Path) -> tuple[str, Path]:
-    """The commit of a git revision, and its ``specivod`` and ``bench`` in ``target``."""
+    """The commit of a git revision, and its ``specivod`` in ``target`` with this file as its
+    ``bench`` worker (both sides measured by the same worker)."""
     commit = subprocess.run(
         ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
         cwd=Path(__file__).parent.parent,
@@ -174,12 +181,15 @@ def export(revision: str, target: Path) -> tuple[str, Path]:
     ).stdout.strip()
     target.mkdir()
     archive = subprocess.run(
-        ["git", "archive", commit, "specivod", "bench"],
+        ["git", "archive", commit, "specivod"],
         cwd=Path(__file__).parent.parent,
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    (target / "bench").mkdir()
+    (target / "bench" / "__init__.py").touch()
+    shutil.copy(__file__, target / "bench" / "snapshot.py")
     return commit, target
 
 
@@ -202,7 +212,12 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
 
     cp_seconds = timed(["cp", "-a", str(data), str(scratch / "cp-copy")])
     shutil.rmtree(scratch / "cp-copy")
-    old: dict[str, Any] = {"first_snapshot": None, "second_snapshot_seconds": []}
+    old: dict[str, Any] = {
+        "first_snapshot": None,
+        "second_snapshot_seconds": [],
+        "second_snapshot_cpu_seconds": [],
+    }
+    load_at_start = os.getloadavg()
     if code is not None:
         drop_caches()
         old["first_snapshot"] = in_child(
@@ -213,25 +228,15 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
     first = in_child("snapshot", str(data), str(backups / "one"), str(backups / "one.index"), "")
     print(f"cp -a + sync {cp_seconds:.1f} s; first snapshot {first['seconds']:.1f} s", flush=True)
 
-    seconds_two, rss_two, used_two = [], [], []
+    seconds_two: list[float] = []
+    cpu_two: list[float] = []
+    rss_two, used_two = [], []
     base = "one"
     for number in range(repeats):
         change_one_percent(data, paths, salt=100 + number)
         name = f"two-{number}"
-        if code is not None:
-            drop_caches()
-            before = in_child(
-                "snapshot",
-                str(data),
-                str(earlier / name),
-                str(earlier / f"{name}.index"),
-                str(earlier / base),
-                code=code,
-            )
-            old["second_snapshot_seconds"].append(before["seconds"])
-            print(f"  baseline second snapshot {before['seconds']:.2f} s", flush=True)
-            shutil.rmtree(earlier / base)
-            (earlier / f"{base}.index").unlink()
+        if code is not None and number % 2 == 1:
+            _second_baseline(data, earlier, (name, base), code, old)
         drop_caches()
         two = in_child(
             "snapshot",
@@ -241,12 +246,16 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
             str(backups / base),
         )
         seconds_two.append(two["seconds"])
+        cpu_two.append(two["cpu_seconds"])
         rss_two.append(two["peak_rss_bytes"])
         used_two.append(new_inode_bytes(backups / name, backups / f"{name}.index"))
         print(
-            f"  second snapshot {two['seconds']:.2f} s, {two['summary']['files_copied']} copied",
+            f"  second snapshot {two['seconds']:.2f} s ({two['cpu_seconds']:.2f} s CPU), "
+            f"{two['summary']['files_copied']} copied",
             flush=True,
         )
+        if code is not None and number % 2 == 0:
+            _second_baseline(data, earlier, (name, base), code, old)
         shutil.rmtree(backups / base)  # each snapshot must stand alone
         (backups / f"{base}.index").unlink()
         base = name
@@ -289,6 +298,7 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
         "first_snapshot": first,
         "first_vs_cp_throughput": first_rate / cp_rate,
         "second_snapshot_seconds": seconds_two,
+        "second_snapshot_cpu_seconds": cpu_two,
         "second_vs_first_time": median(seconds_two) / first["seconds"],
         "second_vs_cp_time": median(seconds_two) / cp_seconds,
         "second_snapshot_new_bytes": used_two,
@@ -299,7 +309,33 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
         "sync_summary": synced,
         "peak_rss_bytes": max([first["peak_rss_bytes"], *rss_two, *rss_sync]),
         "baseline": None if code is None else _baseline(str(commit), old, cp_seconds),
+        "load_average_start": load_at_start,
+        "load_average_end": os.getloadavg(),
     }
+
+
+def _second_baseline(
+    data: Path, earlier: Path, names: tuple[str, str], code: Path, old: dict[str, Any]
+) -> None:
+    """The baseline's second snapshot of the same data (``names``: it and the previous one)."""
+    name, base = names
+    drop_caches()
+    before = in_child(
+        "snapshot",
+        str(data),
+        str(earlier / name),
+        str(earlier / f"{name}.index"),
+        str(earlier / base),
+        code=code,
+    )
+    old["second_snapshot_seconds"].append(before["seconds"])
+    old["second_snapshot_cpu_seconds"].append(before["cpu_seconds"])
+    print(
+        f"  baseline second snapshot {before['seconds']:.2f} s ({before['cpu_seconds']:.2f} s CPU)",
+        flush=True,
+    )
+    shutil.rmtree(earlier / base)
+    (earlier / f"{base}.index").unlink()
 
 
 def _baseline(commit: str, old: dict[str, Any], cp_seconds: float) -> dict[str, Any]:
@@ -309,6 +345,7 @@ def _baseline(commit: str, old: dict[str, Any], cp_seconds: float) -> dict[str, 
         "first_snapshot": old["first_snapshot"],
         "first_vs_cp_throughput": cp_seconds / old["first_snapshot"]["seconds"],
         "second_snapshot_seconds": seconds,
+        "second_snapshot_cpu_seconds": old["second_snapshot_cpu_seconds"],
         "second_vs_cp_time": median(seconds) / cp_seconds,
     }
 
@@ -326,7 +363,11 @@ def summarize(result: dict[str, Any]) -> str:
             f"baseline {old['revision'][:12]}: first snapshot "
             f"{old['first_snapshot']['seconds']:.1f} s ({old['first_vs_cp_throughput']:.2f}x cp), "
             f"second median {median(old['second_snapshot_seconds']):.2f} s "
-            f"({old['second_vs_cp_time']:.3f}x cp)"
+            f"({old['second_vs_cp_time']:.3f}x cp)",
+            f"CPU: first snapshot {old['first_snapshot']['cpu_seconds']:.1f} s (this code "
+            f"{result['first_snapshot']['cpu_seconds']:.1f} s), second median "
+            f"{median(old['second_snapshot_cpu_seconds']):.2f} s (this code "
+            f"{median(result['second_snapshot_cpu_seconds']):.2f} s)",
         ]
     return "\n".join(
         [
@@ -343,6 +384,8 @@ def summarize(result: dict[str, Any]) -> str:
             f"peak RSS {result['peak_rss_bytes'] / MIB:.0f} MiB (target < 150)",
             f"second snapshot disk {result['second_snapshot_disk_share'] * 100:.2f} % "
             "of the data dir (target <= 2 %)",
+            f"load average {result['load_average_start'][0]:.1f} at the start, "
+            f"{result['load_average_end'][0]:.1f} at the end ({result['host']['cpus']} CPUs)",
             *compared,
         ]
     )
@@ -355,6 +398,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"))
     parser.add_argument("--baseline", metavar="REV", help="also run this git revision's code")
+    parser.add_argument("--out", type=Path, help="the result file (default: by date)")
     options = parser.parse_args()
     if options.worker:
         worker(*options.worker)
@@ -365,7 +409,7 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / f"snapshot-{datetime.date.today().isoformat()}.json"
+    target = options.out or RESULTS / f"snapshot-{datetime.date.today().isoformat()}.json"
     target.write_text(json.dumps(result, indent=2) + "\n")
     print(summarize(result))
     print(f"written to {target}")
