@@ -9,6 +9,9 @@ are pulled and recreated (``--no-deps``, never ``--remove-orphans``): a database
 may exist only locally, or sit on a floating tag that must not move with an upgrade.
 The deployed version is read one way everywhere (``deployed_version``): compose's own rule, the
 environment of this process over ``.env``.
+A command that fails while the Docker Engine does not answer is an engine outage: the engine is
+waited for (``ENGINE_WAIT``) only when the transaction asks (``recover_from_outage``), and then
+the containers its restart stopped are started again (see ``engine/engine_outage.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +37,7 @@ from docker.errors import DockerException, NotFound
 from specivod.adapters import envfile
 from specivod.adapters.process import CommandTimeout, Completed, run
 from specivod.domain.errors import DeploymentError
+from specivod.engine.engine_outage import stopped_since
 from specivod.engine.ports import ServiceState
 from specivod.settings import DeploymentSettings
 
@@ -41,6 +46,32 @@ _PROBE_SUFFIX = "-specivod-probe"
 _FRESH = 600.0
 """Seconds the versioned services found for unchanged project files are trusted."""
 _warned_overrides: set[tuple[Path, str]] = set()
+ENGINE_WAIT = 300.0
+"""Seconds a transaction waits for a Docker Engine that went away to answer again."""
+ENGINE_PING_TIMEOUT = 5
+_ENGINE_GONE = ("Cannot connect to the Docker daemon", "Is the docker daemon running")
+
+
+def engine_problem(
+    environ: Mapping[str, str] | None = None, timeout: int = ENGINE_PING_TIMEOUT
+) -> str | None:
+    """``None`` when the Docker Engine (``DOCKER_HOST`` or the default socket) answers a ping,
+    else why not. Blocking: call it from a thread in async code."""
+    try:
+        client = docker.DockerClient.from_env(
+            version="auto",
+            timeout=timeout,
+            environment=dict(os.environ if environ is None else environ),
+        )
+    except (DockerException, requests.RequestException) as error:
+        return f"the Docker Engine does not answer: {error}"
+    try:
+        client.ping()
+    except (DockerException, requests.RequestException) as error:
+        return f"the Docker Engine does not answer: {error}"
+    finally:
+        client.close()
+    return None
 
 
 def deployed_version(
@@ -104,6 +135,8 @@ class ComposeDeployment:
         self._environ = dict(os.environ if environ is None else environ)
         self._docker: docker.DockerClient | None = None
         self._rendered: _Rendered | None = None
+        self._last_contact: datetime | None = None
+        self._unreachable_since: datetime | None = None
 
     @property
     def env_path(self) -> Path:
@@ -154,7 +187,7 @@ class ComposeDeployment:
     ) -> Completed:
         """Run one compose command; the result is returned whatever its exit code."""
         try:
-            return await run(
+            result = await run(
                 [*self._arguments(), *arguments],
                 cwd=self.settings.project_dir,
                 env=self._environment(version),
@@ -163,9 +196,57 @@ class ComposeDeployment:
                 stdout=stdout,
             )
         except CommandTimeout as error:
+            await self._failed_contact("")
             raise DeploymentError(str(error)) from None
         except OSError as error:
             raise DeploymentError(f"cannot run {self._command[0]}: {error}") from None
+        if result.ok:
+            self._last_contact = datetime.now(UTC)
+        else:
+            await self._failed_contact(result.stderr)
+        return result
+
+    async def _failed_contact(self, message: str) -> None:
+        """A command failed: an outage when the engine does not answer (or compose said so)."""
+        if self._unreachable_since is not None:
+            return
+        gone = any(sign in message for sign in _ENGINE_GONE)
+        if gone or await asyncio.to_thread(engine_problem, self._environ) is not None:
+            self._unreachable_since = self._last_contact or datetime.now(UTC)
+            log.warning(
+                "the Docker Engine does not answer (last seen working %s)",
+                self._unreachable_since.isoformat(timespec="seconds"),
+            )
+
+    async def recover_from_outage(self) -> str | None:
+        """After an outage seen since the last call: wait for the engine (``ENGINE_WAIT``),
+        start the containers that stopped since it was last seen working, and say so."""
+        since = self._unreachable_since
+        if since is None:
+            return None
+        waited = time.monotonic()
+        while (problem := await asyncio.to_thread(engine_problem, self._environ)) is not None:
+            if time.monotonic() - waited > ENGINE_WAIT:
+                raise DeploymentError(
+                    f"{problem}; waited {ENGINE_WAIT:.0f}s for it (unreachable since "
+                    f"{since.isoformat(timespec='seconds')})"
+                )
+            await asyncio.sleep(1)
+        self._unreachable_since = None
+        self.close()  # a client of the engine before its restart
+        states = [await self.service_state(service) for service in await self.services()]
+        stopped = stopped_since(states, since)
+        if stopped:
+            await self._checked("start", *stopped)
+            await self._until_healthy(stopped)
+        started = (
+            f"; started again what its restart stopped: {', '.join(stopped)}" if stopped else ""
+        )
+        return (
+            f"the Docker Engine did not answer (last seen working "
+            f"{since.isoformat(timespec='seconds')}) and is back after "
+            f"{time.monotonic() - waited:.0f}s of waiting{started}"
+        )
 
     async def _checked(self, *arguments: str, version: str | None = None) -> Completed:
         result = await self.compose(*arguments, version=version)
@@ -282,6 +363,17 @@ class ComposeDeployment:
             return list(self.settings.app_services)
         return [service for service in await self.services() if service != self.database_service]
 
+    async def _until_healthy(self, services: Sequence[str]) -> None:
+        """Wait (``ENGINE_WAIT`` at most) for ``services`` to be healthy, or running when they
+        have no healthcheck: the step run again needs its database answering."""
+        deadline = time.monotonic() + ENGINE_WAIT
+        waiting = list(services)
+        while waiting and time.monotonic() < deadline:
+            states = [await self.service_state(service) for service in waiting]
+            waiting = [state.service for state in states if not state.healthy]
+            if waiting:
+                await asyncio.sleep(1)
+
     def _client(self) -> docker.DockerClient:
         if self._docker is None:
             try:
@@ -294,7 +386,11 @@ class ComposeDeployment:
         ids = (await self._checked("ps", "--all", "--quiet", service)).stdout.split()
         if not ids:
             return ServiceState(service, None, "absent", None, "", "")
-        return await asyncio.to_thread(self._inspect, service, ids[0])
+        try:
+            return await asyncio.to_thread(self._inspect, service, ids[0])
+        except DeploymentError as error:
+            await self._failed_contact(str(error))
+            raise
 
     def _inspect(self, service: str, container_id: str) -> ServiceState:
         try:
@@ -315,6 +411,7 @@ class ComposeDeployment:
             image=str(attrs.get("Config", {}).get("Image", "")),
             started_at=str(state.get("StartedAt", "")),
             restart_count=int(attrs.get("RestartCount", 0)),
+            finished_at=str(state.get("FinishedAt", "")),
         )
 
     def close(self) -> None:

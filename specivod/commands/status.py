@@ -1,5 +1,6 @@
-"""``specivod status`` and ``specivod history``: what the journal says, and what the latest
-upgrade's target release says about itself (one quick registry read; never fails ``status``)."""
+"""``specivod status`` and ``specivod history``: what the journal says, what the latest
+upgrade's target release says about itself (one quick registry read; never fails ``status``),
+and whether the Docker Engine answers a ping."""
 
 from __future__ import annotations
 
@@ -101,8 +102,10 @@ def status(settings: Settings, as_json: bool) -> int:
         release, line = release_of(settings, upgrade_target(latest))
         report = status_object(settings, journal, datetime.now(UTC), release)
     backup, backup_line = asyncio.run(next_backup(settings))
+    engine_problem = compose.engine_problem()
+    engine = {"reachable": engine_problem is None, "problem": engine_problem}
     if as_json:
-        emit_json({**report, "next_backup": backup})
+        emit_json({**report, "next_backup": backup, "engine": engine})
     else:
         pinned = report["deployed"]
         say(f"deployed: {pinned or 'unknown'} (pinned in {settings.deployment.env_path})")
@@ -116,6 +119,10 @@ def status(settings: Settings, as_json: bool) -> int:
                 say(f"release:  {line}")
         say(f"controls: {_controls_sentence(report['controls'])}")
         say(f"backup:   {backup_line}")
+        say(
+            "engine:   "
+            + ("answers" if engine_problem is None else f"unreachable: {engine_problem}")
+        )
         if not settings.window:
             say("window:   none configured: the daemon never upgrades unattended")
     return exit_codes.NEEDS_A_PERSON if report["needs_attention"] else exit_codes.OK

@@ -1,5 +1,6 @@
 """The daemon's metrics that ``metrics.py`` does not carry yet: whether a person is needed (a
-ROLLBACK_FAILED nobody resolved), which versions an operator skipped, which releases
+ROLLBACK_FAILED nobody resolved), whether the Docker Engine answers, which versions an operator
+skipped, which releases
 ``policy.min_age`` holds, whether the pinned version is a release at all, the scheduled backups'
 interval and the notifications sent.
 
@@ -24,6 +25,8 @@ class DaemonView:
     held: Sequence[str] = ()
     pin_problem: bool = False
     unattended_blocked: bool = True
+    engine_up: bool | None = None
+    """Whether the Docker Engine answered the last ping; ``None`` (absent) before the first."""
 
 
 class DaemonCollector:
@@ -50,6 +53,12 @@ class DaemonCollector:
             "1 while something (window, pause, a person needed, the pin) stops upgrades.",
             value=view.unattended_blocked,
         )
+        if view.engine_up is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "engine_up",
+                "1 when the Docker Engine answered the daemon's last ping, 0 when it did not.",
+                value=view.engine_up,
+            )
         for name, help_text, versions in (
             ("skipped_version_info", "Versions an operator skipped.", view.skipped),
             ("held_version_info", "Releases policy.min_age still holds back.", view.held),

@@ -56,6 +56,7 @@ def daemon_view(daemon: Daemon) -> DaemonView:
         held=tuple(plan.held) if plan else (),
         pin_problem=bool(plan and plan.pin_problem),
         unattended_blocked=gate is None or not gate.may_start,
+        engine_up=daemon.engine.health.reachable,
     )
 
 
@@ -84,6 +85,7 @@ def status_report(daemon: Daemon) -> dict[str, Any]:
                 "held": dict(plan.held) if plan else {},
                 "pin_problem": plan.pin_problem if plan else None,
                 "last_outcome": daemon.last_outcome,
+                "engine": daemon.engine.health.as_json(),
                 "now": now.astimezone(UTC).isoformat(),
             },
         }

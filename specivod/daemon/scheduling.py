@@ -3,8 +3,8 @@
 Rule: only inside a maintenance window, and only when the upgrade can be expected to finish
 before that window closes. The expectation is the longest of the recent finished upgrades (a
 rollback must fit too), or ``policy.expected_duration`` before any has run. No window configured
-means never. A pause, a ROLLBACK_FAILED nobody resolved, and a pin that is not a release each
-stop unattended upgrades with a reason the status shows.
+means never. A pause, a ROLLBACK_FAILED nobody resolved, a Docker Engine that does not answer
+and a pin that is not a release each stop unattended upgrades with a reason the status shows.
 """
 
 from __future__ import annotations
@@ -70,10 +70,12 @@ class Gate:
     paused: str | None = None
     needs_a_person: str | None = None
     pin_problem: str | None = None
+    engine: str | None = None
+    """The Docker Engine does not answer: an upgrade would only abort."""
 
     @property
     def blocked_by(self) -> str | None:
-        for reason in (self.needs_a_person, self.pin_problem, self.paused):
+        for reason in (self.needs_a_person, self.engine, self.pin_problem, self.paused):
             if reason is not None:
                 return reason
         return None if self.window.fits else self.window.reason

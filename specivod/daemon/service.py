@@ -27,6 +27,7 @@ from specivod.adapters.registry.release import ReleaseCatalog, ReleaseSource
 from specivod.commands.status import needs_a_person, upgrade_target
 from specivod.config_loader import load_settings
 from specivod.daemon.alert_rollbacks import Vetoes, alert_reason, in_flight_upgrade
+from specivod.daemon.engine_watch import EngineWatch, Probe
 from specivod.daemon.extra_metrics import (
     DaemonCollector,
     DaemonView,
@@ -89,6 +90,7 @@ class Daemon:
         open_registry: OpenRegistry = registry_from_settings,
         notifications: Notifications | None = None,
         scheduled_backups: ScheduledBackups | None = None,
+        engine_probe: Probe = compose.engine_problem,
     ) -> None:
         self.settings = settings
         self._open_registry = open_registry
@@ -98,6 +100,9 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.stop_flag = StopFlag()
         self.poller = Poller(settings, self.clock.now, lambda: self.deployed)
+        self.engine = EngineWatch(
+            engine_probe, self.clock.now, settings.registry.poll_interval.total_seconds()
+        )
         self.vetoes = Vetoes()
         self.journal = Journal(settings.state.dir)
         self.outcomes = OutcomeWatch(self.journal)
@@ -161,6 +166,7 @@ class Daemon:
             return await supervise(
                 {
                     "poller": lambda: self.poller.run(stop),
+                    "engine": lambda: self.engine.run(stop),
                     "scheduler": lambda: self._schedule(stop),
                     "watchdog": lambda: self._watchdog(stop),
                     "web": lambda: self._serve_until_idle(stop),
@@ -291,6 +297,7 @@ class Daemon:
             paused=paused,
             needs_a_person=person,
             pin_problem=self.plan.pin_problem if self.plan else None,
+            engine=self.engine.health.blocks,
         )
         return self.gate
 

@@ -34,6 +34,8 @@ class ServiceState:
     image: str
     started_at: str
     restart_count: int = 0
+    finished_at: str = ""
+    """When the container last stopped (Docker's ``State.FinishedAt``); empty when unknown."""
 
     @property
     def running(self) -> bool:

@@ -21,6 +21,7 @@ from specivod.engine.context import (
     version_being_replaced,
     version_to_restore,
 )
+from specivod.engine.engine_outage import MAX_RERUNS, came_back
 from specivod.engine.journal import Kind, Transaction
 
 Step = Callable[[Context, Transaction], Awaitable[Transaction]]
@@ -35,7 +36,9 @@ class Stopped(SpecivodError):
 
 
 async def drive(context: Context, transaction: Transaction) -> Transaction:
-    """Run steps from the journaled state until the transaction is terminal."""
+    """Run steps from the journaled state until the transaction is terminal. A step that
+    failed because the Docker Engine went away runs again once it is back (``engine_outage``)."""
+    reruns = 0
     while not transaction.state.is_terminal:
         if _app_untouched(transaction) and context.stop.requested:
             return abort(
@@ -45,6 +48,9 @@ async def drive(context: Context, transaction: Transaction) -> Transaction:
         try:
             transaction = await step(context, transaction)
         except Exception as error:
+            if reruns < MAX_RERUNS and await came_back(context, transaction):
+                reruns += 1
+                continue
             transaction = await _after_failure(context, transaction, error)
     return transaction
 
@@ -192,6 +198,10 @@ async def _start(context: Context, transaction: Transaction) -> Transaction:
 async def _verify(context: Context, transaction: Transaction) -> Transaction:
     target = version_being_installed(transaction)
     verdict = await context.gate.verify(target, transaction.from_version)
+    for _ in range(MAX_RERUNS):
+        if verdict.healthy or not await came_back(context, transaction):
+            break
+        verdict = await context.gate.verify(target, transaction.from_version)
     if verdict.healthy:
         return context.enter(transaction, State.SUCCEEDED, f"{target} is healthy: {verdict.detail}")
     return _begin_rollback(context, transaction, f"{target} {verdict.detail}")

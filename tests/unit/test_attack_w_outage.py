@@ -134,15 +134,6 @@ def _at_the_start_of_a_second() -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding W1: an engine outage right after a rollback's STOPPING starts the stopped app "
-        "(the failed release) again: stopped_since compares whole seconds, so a container "
-        "stopped earlier in the same second as the last successful command counts as stopped "
-        "by the outage"
-    ),
-)
 async def test_an_outage_after_stopping_the_app_does_not_start_the_app_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,10 +155,6 @@ async def test_an_outage_after_stopping_the_app_does_not_start_the_app_again(
     assert not engine.containers()["api"]["running"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding W1: stopped_since counts a container stopped before `since` in its second",
-)
 def test_a_container_stopped_before_the_engine_was_last_seen_working_is_not_counted() -> None:
     stopped_by_the_transaction = ServiceState(
         "api",
