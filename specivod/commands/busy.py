@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from specivod.engine.lock import host_lock
+from specivod.domain.errors import SpecivodError
+from specivod.engine.lock import LOCK_NAME, host_lock
 
 EXCLUSIVE_COMMANDS = frozenset({"upgrade", "rollback", "restore", "backup", "recover"})
 """The commands that run under the host lock (the daemon's transactions do too)."""
@@ -15,5 +16,8 @@ EXCLUSIVE_COMMANDS = frozenset({"upgrade", "rollback", "restore", "backup", "rec
 
 def refuse_when_busy(state_dir: Path, command: str) -> None:
     """Raise ``LockedError`` naming the holder when the host lock is held."""
-    with host_lock(state_dir, f"{command} (about to start)"):
-        pass
+    try:
+        with host_lock(state_dir, f"{command} (about to start)"):
+            pass
+    except OSError as error:
+        raise SpecivodError(f"cannot take the lock {state_dir / LOCK_NAME}: {error}") from None

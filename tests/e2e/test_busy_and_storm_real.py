@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,16 @@ ALWAYS: list[object] = [
         "timezone": "UTC",
     }
 ]
-REFUSED_WITHIN_SECONDS = 15.0
-"""Each refused command's whole run, Python start included, on a loaded 2-core machine."""
+REFUSED_WITHIN_SECONDS = 20.0
+"""Each refused command's whole run, Python start included, five at once. About 1 s alone;
+measured 7 to 10.6 s for five at once at a load average of 13 to 19 on 2 cores (CPU, not
+waiting: 0.3 s of CPU each). That the daemon's transaction is still running when all five are
+done is what shows none of them waited for it."""
 DELIVERIES = 1000
 CLIENTS = 50
+MAX_PROBE_SECONDS = 3.0
+"""The slowest /healthz + /metrics pair allowed during the storm (measured: 0.65 to 0.93 s at a
+load average of 13 to 16 on 2 cores, the slow ones while the rollback starts)."""
 ROLLBACKS = re.compile(rb"^specivod_rollbacks_total\{[^}]*\} (\S+)$", re.M)
 WEBHOOKS = re.compile(rb'^specivod_alertmanager_webhooks_total\{result="(\w+)"\} (\S+)$', re.M)
 
@@ -109,7 +116,7 @@ class Refusal:
     seconds: float
 
 
-def run_all_at_once(cli: Specivod, commands: list[tuple[str, ...]]) -> list[Refusal]:
+def run_all_at_once(commands: list[tuple[Specivod, tuple[str, ...]]]) -> list[Refusal]:
     """Start every command at the same moment; each one's exit code, stderr and duration."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SPECIVO")}
     started = time.monotonic()
@@ -122,7 +129,7 @@ def run_all_at_once(cli: Specivod, commands: list[tuple[str, ...]]) -> list[Refu
             env=environment,
             cwd=ROOT,
         )
-        for command in commands
+        for cli, command in commands
     ]
     ended: dict[int, float] = {}
     while len(ended) < len(processes):
@@ -132,7 +139,7 @@ def run_all_at_once(cli: Specivod, commands: list[tuple[str, ...]]) -> list[Refu
         time.sleep(0.05)
     return [
         Refusal(command, process.returncode, process.communicate()[1], ended[index])
-        for index, (command, process) in enumerate(zip(commands, processes, strict=True))
+        for index, ((_, command), process) in enumerate(zip(commands, processes, strict=True))
     ]
 
 
@@ -158,16 +165,26 @@ def test_manual_commands_are_refused_busy_while_the_daemon_upgrades(
     deployment = busy_deployment
     listen = f"127.0.0.1:{free_port()}"
     base = f"http://{listen}"
+    policy: dict[str, object] = {"range": f">{BASELINE} <0.2.0", "expected_duration": "1s"}
     config = specivod_config(
         deployment,
         tmp_path,
         registry={"image": busy_images.app, "timeout": "10s", "poll_interval": "1s"},
-        policy={"range": f">{BASELINE} <0.2.0", "expected_duration": "1s"},
+        policy=policy,
         health={"retries": 2 * SLOW_START},
         window=ALWAYS,
         http={"listen": listen},
     )
     cli = Specivod(write_config(tmp_path / "specivod.toml", config))
+    # The same deployment and state dir, its registry gone and a hold configured: the hold
+    # needs the registry, and "busy" must still be the answer, not a registry error.
+    dead = f"127.0.0.1:{free_port()}/{REPOSITORY}"
+    dead_registry = {
+        **config,
+        "registry": {"image": dead, "timeout": "10s"},
+        "policy": {**policy, "min_age": "1h"},
+    }
+    registry_gone = Specivod(write_config(tmp_path / "registry-gone.toml", dead_registry))
     manual = cli("backup")
     assert manual.returncode == 0, manual.stderr
     [manual_backup] = backup_ids(cli)
@@ -180,8 +197,13 @@ def test_manual_commands_are_refused_busy_while_the_daemon_upgrades(
         wait_for("READY=1", lambda: "READY=1" in notifications.drain(), 30)
         wait_for("the daemon's upgrade to start", lambda: status_of(base)["in_progress"], 60)
         refusals = run_all_at_once(
-            cli,
-            [("upgrade", "--now"), ("rollback",), ("backup",), ("restore", manual_backup)],
+            [
+                (cli, ("upgrade", "--now")),
+                (cli, ("rollback",)),
+                (cli, ("backup",)),
+                (cli, ("restore", manual_backup)),
+                (registry_gone, ("upgrade", "--now")),
+            ]
         )
         mid_transaction = status_of(base)
         for refusal in refusals:
@@ -216,6 +238,26 @@ def test_manual_commands_are_refused_busy_while_the_daemon_upgrades(
         sys.stderr.write(log.read_text()[-4000:])
 
 
+def test_a_state_dir_that_cannot_be_locked_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".env").write_text(f"SPECIVO_VERSION={BASELINE}\n")
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    config: dict[str, object] = {
+        "registry": {"image": f"127.0.0.1:{free_port()}/{REPOSITORY}"},
+        "deployment": {"project_dir": str(project)},
+        "state": {"dir": str(not_a_directory / "state")},
+        "backup": {"dir": str(tmp_path / "backups")},
+    }
+    cli = Specivod(write_config(tmp_path / "specivod.toml", config))
+    for command in (("backup",), ("rollback",), ("upgrade", "--now"), ("restore", "X")):
+        result = cli(*command, timeout=60)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert f"cannot take the lock {not_a_directory / 'state'}" in result.stderr, result.stderr
+
+
 async def _deliver(url: str, body: bytes, headers: dict[str, str], count: int) -> list[Any]:
     answers = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -248,6 +290,7 @@ def test_a_storm_of_one_firing_alert_rolls_back_once(upgraded_daemon: Daemon) ->
     body = json.dumps(payload()).encode()
     headers = {"Authorization": f"Bearer {daemon.token}", "Content-Type": "application/json"}
     probes: list[float] = []
+    probed_at: list[datetime] = []
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as clients:
         storming = clients.submit(storm, daemon.webhook, body, headers)
         while not storming.done():
@@ -255,6 +298,7 @@ def test_a_storm_of_one_firing_alert_rolls_back_once(upgraded_daemon: Daemon) ->
             assert get(f"{daemon.base}/healthz") == b"ok\n"
             assert b"specivod_upgrade_state" in get(f"{daemon.base}/metrics")
             probes.append(time.monotonic() - started)
+            probed_at.append(datetime.now(UTC))
         answers = storming.result()
 
     latencies = sorted(seconds for _, _, seconds in answers)
@@ -262,7 +306,12 @@ def test_a_storm_of_one_firing_alert_rolls_back_once(upgraded_daemon: Daemon) ->
         f"storm: {len(answers)} deliveries, {CLIENTS} clients; delivery latency median "
         f"{statistics.median(latencies) * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms; "
         f"/healthz+/metrics during it: {len(probes)} pairs, median "
-        f"{statistics.median(probes) * 1000:.1f} ms, max {max(probes) * 1000:.1f} ms\n"
+        f"{statistics.median(probes) * 1000:.1f} ms, max {max(probes) * 1000:.1f} ms; slowest "
+        + ", ".join(
+            f"{seconds * 1000:.0f} ms ending {at:%H:%M:%S.%f}"
+            for seconds, at in sorted(zip(probes, probed_at, strict=True))[-3:]
+        )
+        + "\n"
     )
     assert len(answers) == DELIVERIES
     assert all(200 <= status < 300 for status, _, _ in answers), answers
@@ -270,7 +319,7 @@ def test_a_storm_of_one_firing_alert_rolls_back_once(upgraded_daemon: Daemon) ->
     assert results.count("accepted") == 1, sorted(set(results))
     assert set(results) <= {"accepted", "duplicate", "ignored"}
     assert len(probes) >= 5
-    assert max(probes) < 2.0
+    assert max(probes) < MAX_PROBE_SECONDS
 
     wait_for(
         "the rollback",
@@ -280,6 +329,8 @@ def test_a_storm_of_one_firing_alert_rolls_back_once(upgraded_daemon: Daemon) ->
         ),
         120,
     )
+    rollback = daemon.history()[0]
+    sys.stderr.write(f"rollback steps: {rollback.get('steps')} started {rollback['started_at']}\n")
     assert kinds(daemon.history()) == [
         ("rollback", "rolled_back", BASELINE),
         ("upgrade", "succeeded", TARGET),
