@@ -28,11 +28,13 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +52,7 @@ ROOT = Path(__file__).parent.parent
 RESULTS = Path(__file__).parent / "results"
 TARGETS = (HEALTHY_UPGRADE, MIGRATES_THEN_FAILS)
 HEALTHY_AFTER_BOOT_SECONDS = 120
+STEP_LINE = re.compile(r"\[\d\d:\d\d:\d\d\] ([A-Z_]+) ")
 ISSUES_DIGEST = (
     "SELECT count(*) || ':' || md5(string_agg(id || '|' || title || '|' || body, '/' ORDER BY id))"
     " FROM issues"
@@ -83,6 +86,8 @@ class Run:
     delay_seconds: float | None
     """Seconds from the upgrade's start to the crash; ``None``: no crash (the calibration)."""
     boot: str = "policy"
+    at_state: str | None = None
+    """With ``--at-states``: the delay counts from the moment the upgrade printed this step."""
     killed_in: str | None = None
     killed_step: str | None = None
     killed_pids: int = 0
@@ -98,12 +103,14 @@ class Run:
     boot_started: float = 0.0
 
 
-def _specivod(config: Path, *arguments: str) -> subprocess.Popen[str]:
+def _specivod(
+    config: Path, *arguments: str, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SPECIVO")}
     return subprocess.Popen(
         [sys.executable, "-m", "specivod", "--config", str(config), *arguments],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env=environment,
         cwd=ROOT,
@@ -192,6 +199,39 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+class Watched:
+    """The upgrade's stdout read as it comes: when each step's line (``[12:00:00] PULLING ...``)
+    appeared."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.seen: dict[str, float] = {}
+        self._ended = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            with self._changed:
+                self.lines.append(line)
+                if found := STEP_LINE.match(line):
+                    self.seen.setdefault(found[1].lower(), time.monotonic())
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, state: str, timeout: float) -> bool:
+        with self._changed:
+            self._changed.wait_for(lambda: state in self.seen or self._ended, timeout)
+            return state in self.seen
+
+    def join(self) -> None:
+        self._thread.join()
+
+
 @dataclass(frozen=True)
 class Before:
     rows: str
@@ -271,19 +311,28 @@ def one_run(run: Run, engine: OwnDockerd, images: ImageNames, root: Path) -> flo
         deployment.env_file.read_bytes(),
     )
     started = time.monotonic()
-    upgrading = _specivod(config, "upgrade", "--now", "--to", run.target)
+    with (workdir / "upgrade.err").open("w") as errors:
+        upgrading = _specivod(config, "upgrade", "--now", "--to", run.target, stderr=errors)
+    watched = Watched(upgrading)
+    moment = started
+    if run.at_state is not None:
+        if not watched.wait_for(run.at_state, timeout=300):
+            run.problems.append(f"the upgrade never printed {run.at_state}")
+        moment = watched.seen.get(run.at_state, time.monotonic())
+    deadline = None if run.delay_seconds is None else moment + run.delay_seconds
     took = 0.0
     try:
-        out, err = upgrading.communicate(timeout=run.delay_seconds)
+        upgrading.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         took = time.monotonic() - started
     except subprocess.TimeoutExpired:
+        pass
+    if run.delay_seconds is not None:
         run.killed_pids = crash(upgrading, engine)
-        out, err = upgrading.communicate()
-    (workdir / "upgrade.log").write_text(out + err)
+    watched.join()
+    upgrading.wait()
+    (workdir / "upgrade.log").write_text("".join(watched.lines))
     run.upgrade_exit = upgrading.returncode
     if run.delay_seconds is not None:
-        if not run.killed_pids:
-            run.killed_pids = crash(upgrading, engine)
         status = _specivod_json(config, "status")
         run.killed_in, run.killed_step = status["state"], status["step"]
         boot(engine, deployment, config, run)
@@ -333,6 +382,33 @@ def plan(runs: int, spans: dict[str, float], rng: random.Random, boot: str) -> l
     ]
 
 
+AT_STATES = {
+    HEALTHY_UPGRADE: ("pulling", "pinned", "starting", "verifying"),
+    MIGRATES_THEN_FAILS: (
+        "starting",
+        "rolling_back",
+        "stopping",
+        "safety_backup",
+        "restoring",
+        "restarting",
+    ),
+}
+AT_STATE_DELAY = 1.0
+
+
+def plan_states(runs: int, rng: random.Random, boot: str) -> list[Run]:
+    """Alternate targets; each target's runs go through its steps in turn, the kill a random
+    0-1 s after the step's line appears (the short steps are rarely hit at random)."""
+    planned = []
+    for number in range(runs):
+        target = TARGETS[number % len(TARGETS)]
+        states = AT_STATES[target]
+        state = states[(number // len(TARGETS)) % len(states)]
+        delay = round(rng.uniform(0, AT_STATE_DELAY), 2)
+        planned.append(Run(number + 1, target, delay, boot, state))
+    return planned
+
+
 def summary(
     runs: list[Run], calibration: list[Run], spans: dict[str, float], seed: int, boot: str
 ) -> dict[str, Any]:
@@ -371,6 +447,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(2**32))
     parser.add_argument("--boot", choices=sorted(BOOTS), default="policy")
+    parser.add_argument("--at-states", action="store_true", help="kill in each step in turn")
     arguments = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="specivod-host-crash-"))
     registry = start_registry(root / "registry")
@@ -390,7 +467,13 @@ def main() -> int:
             print(f"uninterrupted upgrade to {target}: {spans[target]} s", flush=True)
             if calibration[-1].problems:
                 raise RuntimeError(f"uninterrupted upgrade: {calibration[-1].problems}")
-        for run in plan(arguments.runs, spans, random.Random(arguments.seed), arguments.boot):
+        rng = random.Random(arguments.seed)
+        planned = (
+            plan_states(arguments.runs, rng, arguments.boot)
+            if arguments.at_states
+            else plan(arguments.runs, spans, rng, arguments.boot)
+        )
+        for run in planned:
             runs.append(run)
             try:
                 one_run(run, engine, images, root)
@@ -401,7 +484,8 @@ def main() -> int:
                     engine.stop()
                     engine.start()
             print(
-                f"run {run.number}: {run.target} killed after {run.delay_seconds} s in "
+                f"run {run.number}: {run.target} killed {run.delay_seconds} s after "
+                f"{run.at_state or 'its start'}, in "
                 f"{run.killed_in} -> {run.outcome}, healthy {run.healthy_after_boot_seconds} s "
                 f"after boot{'; PROBLEMS: ' + '; '.join(run.problems) if run.problems else ''}",
                 flush=True,
