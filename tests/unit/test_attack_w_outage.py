@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,6 +95,12 @@ class FakeEngine:
         commands = [json.loads(line) for line in self.log.read_text().splitlines()]
         return [service for command in commands if command[0] == "start" for service in command[1:]]
 
+    def stopped_at(self, services: list[str], moment: datetime) -> None:
+        containers = self.containers()
+        for service in services:
+            containers[service]["finished"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        self.state.write_text(json.dumps(containers))
+
     def problem(self, _environ: object = None, _timeout: int = 5) -> str | None:
         return ENGINE_GONE if self.down.exists() else None
 
@@ -127,13 +132,6 @@ def _deployment(tmp_path: Path, engine: FakeEngine) -> FakeEngineDeployment:
     return FakeEngineDeployment(engine, settings)
 
 
-def _at_the_start_of_a_second() -> None:
-    """Wait until the wall clock's fraction is small, so the next few tens of milliseconds stay
-    inside one second (the test then does not depend on where a second boundary falls)."""
-    while datetime.now(UTC).microsecond > 200_000:
-        time.sleep(0.01)
-
-
 async def test_an_outage_after_stopping_the_app_does_not_start_the_app_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,8 +139,12 @@ async def test_an_outage_after_stopping_the_app_does_not_start_the_app_again(
     monkeypatch.setattr(compose_module, "engine_problem", engine.problem)
     deployment = _deployment(tmp_path, engine)
 
-    _at_the_start_of_a_second()
     await deployment.stop(["api", "worker"])  # STOPPING: the rollback stops the failed release
+    # The containers stopped a moment before compose returned, within the same second (pinned
+    # here so the test does not depend on where a second boundary falls under load).
+    last_seen = deployment._last_contact
+    assert last_seen is not None and last_seen.microsecond > 0
+    engine.stopped_at(["api", "worker"], last_seen.replace(microsecond=0))
     engine.down.touch()  # dockerd dies while the schema is fingerprinted (compose exec db ...)
     failed = await deployment.compose("exec", "-T", "db", "pg_dump", "--schema-only")
     assert not failed.ok
