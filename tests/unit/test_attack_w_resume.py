@@ -4,8 +4,9 @@ came back runs its steps that need the app stopped without stopping it again.
 
 What starts the app again between the kill and the resume: a container with ``restart: always``
 is started by dockerd when dockerd (or the host) restarts, even after ``docker compose stop``;
-and specivod's own engine-outage recovery starts what stopped "since the engine was last seen
-working" (finding W1). The fake world below simply has the app running again at resume.
+and, until W1 was fixed, specivod's own engine-outage recovery started what stopped in the
+second it last saw the engine working. The fake world below simply has the app running again
+at resume.
 """
 
 from __future__ import annotations
@@ -100,9 +101,9 @@ async def test_a_resumed_rollback_restores_only_with_the_app_stopped(
 
 
 class OutageDeployment(FakeDeployment):
-    """A deployment that saw the engine go away; its recovery starts the app services, as the
-    compose adapter does when they stopped in the second it last saw the engine working (W1),
-    and as dockerd does itself for ``restart: always``."""
+    """A deployment that saw the engine go away; when it is back the app services run again:
+    dockerd started them by their ``restart: always`` policy (the compose adapter also did,
+    before the fix of W1, for those stopped in the second it last saw the engine working)."""
 
     def __init__(self, world: World) -> None:
         super().__init__(world)
