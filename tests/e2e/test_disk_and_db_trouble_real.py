@@ -199,13 +199,6 @@ def test_a_snapshot_filling_the_backup_fs_leaves_no_partial_backup(
     before.assert_kept(deployment)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a data dir snapshot that fills backup.dir fails with 'cannot snapshot the "
-    "data dir <data dir>: [Errno 28] No space left on device', naming neither backup.dir nor "
-    "the room needed (snapshot.py raises it; Backups._create knows the dump's size and the "
-    "bytes still to copy)",
-)
 def test_a_snapshot_that_does_not_fit_names_the_directory_and_the_room_needed(
     deployment: SandboxDeployment, specivod_with: SpecivodFactory, small_backup_dir: Path
 ) -> None:

@@ -21,11 +21,14 @@ from specivod.adapters.backup.manifest import (
 )
 from specivod.adapters.backup.store import (
     BackupStore,
+    dump_does_not_fit,
     expected_size,
     format_id,
     is_backup_id,
+    ran_out_of_space,
     require_free_space,
     select_expired,
+    snapshot_does_not_fit,
 )
 from specivod.domain.errors import BackupError
 
@@ -138,6 +141,29 @@ def test_free_space_refusal_names_both_numbers(tmp_path: Path) -> None:
     message = str(refused.value)
     assert "999 bytes (0.00 GiB) free" in message and "1000 bytes (0.00 GiB) needed" in message
     assert "600" in message and "400" in message and str(tmp_path) in message
+
+
+def test_a_full_file_system_is_told_by_the_writers_words_or_no_room_left() -> None:
+    assert ran_out_of_space("write /dev/stdout: no space left on device", free=10)
+    assert ran_out_of_space("[Errno 122] Disk quota exceeded", free=10)
+    assert ran_out_of_space("pg_dump: error: something else", free=0)
+    assert not ran_out_of_space("pg_dump: error: connection refused", free=10)
+
+
+def test_a_dump_that_does_not_fit_names_the_directory_and_what_is_known(tmp_path: Path) -> None:
+    message = str(dump_does_not_fit(tmp_path, 3_000, 0, 19_000_000, 65_536))
+    assert f"does not fit in {tmp_path}" in message
+    assert "3000 bytes" in message and "19000000 bytes" in message and "65536" in message
+    unknown = str(dump_does_not_fit(tmp_path, 3_000, 0, None, 65_536))
+    assert "could not be read" in unknown
+
+
+def test_a_snapshot_that_does_not_fit_names_the_directory_and_the_room_needed(
+    tmp_path: Path,
+) -> None:
+    message = str(snapshot_does_not_fit(tmp_path, needed=5_000_000, free=1_000, min_free=4_096))
+    assert f"does not fit in {tmp_path}" in message
+    assert "5004096 bytes (0.00 GiB) needed" in message and "1000 bytes (0.00 GiB) free" in message
 
 
 def test_store_lists_complete_backups_newest_first_and_ignores_the_rest(tmp_path: Path) -> None:

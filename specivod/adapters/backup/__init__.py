@@ -39,8 +39,10 @@ from specivod.adapters.backup.snapshot import Previous, estimate_snapshot, take_
 from specivod.adapters.backup.store import (
     BackupStore,
     format_id,
+    ran_out_of_space,
     require_free_space,
     select_expired,
+    snapshot_does_not_fit,
 )
 from specivod.adapters.clock import Clock, SystemClock
 from specivod.domain.errors import BackupError
@@ -142,9 +144,17 @@ class Backups:
         log.info("backing up the database and %s into %s", data_dir, self.path(backup_id))
         try:
             database, database_seconds, fingerprint = await self._dump(work, progress)
-            snapshot, data_dir_seconds = await self._snapshot(
-                data_dir, base, work, estimate.data.bytes_to_copy, progress
-            )
+            try:
+                snapshot, data_dir_seconds = await self._snapshot(
+                    data_dir, base, work, estimate.data.bytes_to_copy, progress
+                )
+            except BackupError as error:
+                free = self._store.free_bytes()
+                if not ran_out_of_space(str(error), free):
+                    raise
+                needed = database.size + estimate.data.bytes_needed
+                min_free = int(self._settings.min_free_bytes)
+                raise snapshot_does_not_fit(self.directory, needed, free, min_free) from None
             manifest = BackupManifest(
                 id=backup_id,
                 created_at=created_at,
