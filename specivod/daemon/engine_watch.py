@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 ENGINE_CHECK_EVERY = 10.0
 Probe = Callable[[], str | None]
-"""``None`` when the engine answers, else why not (blocking)."""
+"""``None`` when the engine answers, else why not, a sentence naming the engine (blocking)."""
 
 
 @dataclass
@@ -43,7 +43,7 @@ class EngineHealth:
         """Why no upgrade may start, while the engine does not answer."""
         if self.reachable is not False:
             return None
-        return f"the Docker Engine does not answer: {self.problem}"
+        return self.problem or "the Docker Engine does not answer"
 
 
 class EngineWatch:
@@ -60,7 +60,7 @@ class EngineWatch:
         health = self.health
         if health.reachable is not reachable:
             if not reachable:
-                log.error("the Docker Engine does not answer: %s", problem)
+                log.error("%s", problem)
             elif health.reachable is False:
                 log.warning("the Docker Engine answers again")
             health.since = now
