@@ -1,7 +1,9 @@
 """Every retry specivod does goes through one policy object, built on tenacity.
 
-Callers say *what* is retryable; the policy says how many attempts and how long to wait. Tests pass
-``RetryPolicy(..., sleep=recorder)`` to see the waits without spending them.
+Callers say *what* is retryable; the policy says how many attempts and how long to wait. A server's
+``Retry-After`` is honoured as asked when it fits in ``max_wait``; a longer one ends the retrying at
+once (asking again early would only be refused again). Tests pass ``RetryPolicy(...,
+sleep=recorder)`` to see the waits without spending them.
 """
 
 from __future__ import annotations
@@ -40,11 +42,23 @@ class RetryPolicy:
     max_wait: timedelta = timedelta(seconds=30)
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
 
+    def waits_for(self, error: RetryAfter) -> bool:
+        """Whether the wait ``error`` asks for is one this policy spends (at most ``max_wait``):
+        trying again sooner than a server said would only earn another refusal."""
+        return error.delay <= self.max_wait.total_seconds()
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.attempts:
+            return True
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        return isinstance(error, RetryAfter) and not self.waits_for(error)
+
     def _wait(self, state: RetryCallState) -> float:
         outcome = state.outcome
         error = outcome.exception() if outcome is not None else None
         if isinstance(error, RetryAfter):
-            return min(max(error.delay, 0.0), self.max_wait.total_seconds())
+            return max(error.delay, 0.0)
         backoff = wait_exponential_jitter(
             multiplier=self.initial_wait.total_seconds(),
             max=self.max_wait.total_seconds(),
@@ -54,9 +68,9 @@ class RetryPolicy:
 
     def retrying(self, retryable: Callable[[BaseException], bool]) -> AsyncRetrying:
         """An ``AsyncRetrying`` that retries errors for which ``retryable`` is true (and every
-        ``RetryAfter``), then re-raises the last error."""
+        ``RetryAfter`` whose wait it spends), then re-raises the last error."""
         return AsyncRetrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=self._stop,
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, RetryAfter) or retryable(e)),
             sleep=self.sleep,

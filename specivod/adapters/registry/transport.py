@@ -157,10 +157,23 @@ class Transport:
                     attempts += 1
                     return await self._once(method, url, headers or {}, data)
         except RetryAfter as error:
+            if not self._retry.waits_for(error):
+                raise self._too_long(error, target, attempts) from None
             raise self._failed(error.cause, target, attempts) from None
         except (_ServerError, TimeoutError, aiohttp.ClientError, OSError) as error:
             raise self._failed(error, target, attempts) from None
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+    def _too_long(self, error: RetryAfter, target: str, attempts: int) -> RegistryError:
+        """The server asked for a longer wait than the retry policy spends: given up at once."""
+        limited = isinstance(error.cause, _ServerError) and error.cause.status == 429
+        kind = RegistryRateLimited if limited else RegistryUnavailable
+        return self._error(
+            kind,
+            f"{target} {error.cause} with Retry-After {error.delay:g}s, longer than the "
+            f"{self._retry.max_wait.total_seconds():g}s specivod waits; not retried "
+            f"({attempts} attempt{'s' if attempts != 1 else ''})",
+        )
 
     def _failed(self, error: BaseException, target: str, attempts: int) -> RegistryError:
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
