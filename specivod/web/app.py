@@ -2,8 +2,11 @@
 ``POST /api/v1/alertmanager``.
 
 Rule: every request is answered at once from injected callables; a rollback an alert asks for is
-started as a background task the app keeps a reference to, and awaited on cleanup. Bad input gets
-a 4xx naming what was wrong, never a 5xx; every webhook answer is counted by outcome.
+started as a background task the app keeps a reference to, and awaited on cleanup. An accepted
+rollback that finds another specivod operation holding the host lock (a manual command) waits for
+it and tries again, because Alertmanager repeats an alert only after hours; one still waiting at
+cleanup is given up. Bad input gets a 4xx naming what was wrong, never a 5xx; every webhook answer
+is counted by outcome.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from specivod.domain.alerts import Matcher, parse_matcher_lines
+from specivod.domain.errors import LockedError
 from specivod.settings import Settings
 from specivod.web.webhook import (
     LastUpgrade,
@@ -45,6 +49,7 @@ RollbackStarter = Callable[[RollbackRequest], Awaitable[None]]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_MAX_BODY = 1 << 20
+BUSY_RETRY_SECONDS = 2.0
 ROLLBACK_TASKS = web.AppKey("rollback_tasks", set[asyncio.Task[None]])
 WEBHOOK_COUNTS = web.AppKey("webhook_counts", Counter[str])
 SEEN_ALERTS = web.AppKey("seen_alerts", SeenAlerts)
@@ -94,6 +99,7 @@ class _Webhook:
         counts: Counter[str],
         seen: SeenAlerts,
         tasks: set[asyncio.Task[None]],
+        busy_retry_seconds: float = BUSY_RETRY_SECONDS,
     ) -> None:
         self._settings = settings
         self._last_upgrade = last_upgrade
@@ -102,6 +108,8 @@ class _Webhook:
         self._counts = counts
         self._seen = seen
         self._tasks = tasks
+        self._busy_retry_seconds = busy_retry_seconds
+        self._waiting: set[asyncio.Task[Any]] = set()
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -174,12 +182,37 @@ class _Webhook:
             raise _Answer(Outcome.BAD_REQUEST, 400, _schema_errors(error)) from None
 
     async def _rollback(self, request: RollbackRequest) -> None:
+        said = False
+        while True:
+            try:
+                await self._start_rollback(request)
+                return
+            except LockedError as busy:
+                if not said:
+                    log.warning(
+                        "rollback of %s for alerts waits: %s", request.upgrade.version, busy
+                    )
+                    said = True
+            except Exception:
+                # Forget the alerts, so that Alertmanager's next repeat can try again.
+                self._seen.forget(request)
+                log.exception("rollback of %s for alerts failed to start", request.upgrade.version)
+                return
+            await self._wait_before_retrying()
+
+    async def _wait_before_retrying(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
         try:
-            await self._start_rollback(request)
-        except Exception:
-            # Forget the alerts, so that Alertmanager's next repeat can try again.
-            self._seen.forget(request)
-            log.exception("rollback of %s for alerts failed to start", request.upgrade.version)
+            await asyncio.sleep(self._busy_retry_seconds)
+        finally:
+            self._waiting.discard(task)
+
+    def give_up_waiting(self) -> None:
+        """Cancel the rollbacks that wait for the host lock (none of them has started)."""
+        for task in self._waiting:
+            task.cancel()
 
 
 def _schema_errors(error: ValidationError) -> str:
@@ -232,6 +265,7 @@ def make_app(
         return web.json_response(dict(await _resolve(status())), dumps=_dumps)
 
     async def finish_rollbacks(_: web.Application) -> None:
+        hook.give_up_waiting()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from sandbox.config import specivod_config, write_config
 from sandbox.deployment import COMPOSE_FILE, SandboxDeployment, create_deployment
 from sandbox.images import ImageNames, push_releases
 from sandbox.releases import BASELINE, Behaviour, Release
+from specivod.engine.lock import host_lock
 from tests.conftest import Specivod, Stack
 from tests.e2e.test_alertmanager_real import TARGET, Daemon, kinds, upgraded_daemon
 from tests.e2e.test_daemon_real import (
@@ -342,3 +344,37 @@ def test_a_storm_of_one_firing_alert_rolls_back_once(upgraded_daemon: Daemon) ->
     assert counts["accepted"] == 1
     assert counts["duplicate"] + counts["ignored"] == DELIVERIES - 1, counts
     assert daemon.process.poll() is None
+
+
+def post_alert(daemon: Daemon, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(
+        daemon.webhook,
+        data=body,
+        headers={"Authorization": f"Bearer {daemon.token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        result: str = json.loads(answer.read())["result"]
+        return answer.status, result
+
+
+def test_an_alert_that_arrives_while_a_command_holds_the_lock_rolls_back_after_it(
+    upgraded_daemon: Daemon, tmp_path: Path
+) -> None:
+    """Alertmanager repeats an alert only after its ``repeat_interval`` (4 h by default): an
+    accepted alert must roll back once the operation in its way (here a long manual command,
+    the host lock held by this test) has ended, without waiting for a repeat."""
+    daemon = upgraded_daemon
+    with host_lock(tmp_path / "state", "backup (a long manual one)"):
+        assert post_alert(daemon, json.dumps(payload()).encode()) == (202, "accepted")
+        time.sleep(3)
+        assert kinds(daemon.history()) == [("upgrade", "succeeded", TARGET)]
+    wait_for(
+        "the rollback, once the lock is free",
+        lambda: kinds(daemon.history())[0] == ("rollback", "rolled_back", BASELINE),
+        90,
+    )
+    assert kinds(daemon.history()) == [
+        ("rollback", "rolled_back", BASELINE),
+        ("upgrade", "succeeded", TARGET),
+    ]
