@@ -44,10 +44,17 @@ class Copier:
         self._buffer = bytearray(CHUNK)
 
     def copy(
-        self, source: int, target: int, source_status: os.stat_result, done: BytesDone | None
+        self,
+        source: int,
+        target: int,
+        source_status: os.stat_result,
+        done: BytesDone | None,
+        *,
+        target_device: int | None = None,
     ) -> Copied:
-        """Copy the open regular file ``source`` into the empty read-write file ``target``."""
-        if self._reflink and self._clone(source, target, source_status):
+        """Copy the open regular file ``source`` into the empty read-write file ``target``
+        (on ``target_device`` if given: one fstat less a file)."""
+        if self._reflink and self._clone(source, target, source_status, target_device):
             size, sha256 = self._hash(target, done)  # the clone: it cannot change meanwhile
             return Copied(size, sha256, reflinked=True)
         if source_status.st_blocks * 512 < source_status.st_size:
@@ -63,8 +70,12 @@ class Copier:
             )
         return Copied(size, sha256, reflinked=False)
 
-    def _clone(self, source: int, target: int, source_status: os.stat_result) -> bool:
-        devices = (source_status.st_dev, os.fstat(target).st_dev)
+    def _clone(
+        self, source: int, target: int, source_status: os.stat_result, target_device: int | None
+    ) -> bool:
+        if target_device is None:
+            target_device = os.fstat(target).st_dev
+        devices = (source_status.st_dev, target_device)
         if self._reflinks.get(devices) is False:
             return False
         try:

@@ -31,7 +31,7 @@ from specivod.adapters.backup.snapshot_index import (
     Known,
     read_index,
     read_known,
-    write_index,
+    write_lines,
 )
 from specivod.adapters.backup.snapshot_walk import GONE, Walker
 from specivod.adapters.backup.tarwalk import StatSeen
@@ -110,7 +110,7 @@ def take_snapshot(
     )
     try:
         tree.chmod(0o700)
-        index_sha256, _ = write_index(index, walker.walk())
+        index_sha256, _ = write_lines(index, walker.walk())
         sync_filesystem(tree)
     except BaseException as error:
         walker.close()  # no copy may still be writing into the tree removed next

@@ -55,6 +55,9 @@ class Entry:
     """A hard link inside the data dir: the path of the first entry with the same inode."""
 
 
+KnownFile = tuple[int, int, int, int, str]
+"""A file's size, mtime, inode, ctime and sha256 (see ``Known``)."""
+
 _KEYS = frozenset("pkmugtshlico")
 """path, kind, mode, uid, gid, mtime_ns, size, sha256, target (symlink), inode, ctime_ns, link_of:
 the defaults (0, None) are left out."""
@@ -64,6 +67,9 @@ def _encode(entry: Entry) -> bytes:
     """One line, byte for byte what ``json`` would write for the record (ASCII, no spaces),
     assembled directly: a dict and an encoder call per entry cost more than the rest of the
     entry's walk."""
+    if entry.kind == "file" and entry.sha256:
+        known = (entry.size, entry.mtime_ns, entry.inode, entry.ctime_ns, entry.sha256)
+        return file_line(entry.path, entry.mode, entry.uid, entry.gid, known, link_of=entry.link_of)
     line = (
         f'{{"p":{_quote(entry.path)},"k":{_quote(entry.kind)},"m":{entry.mode},'
         f'"u":{entry.uid},"g":{entry.gid},"t":{entry.mtime_ns}'
@@ -80,6 +86,25 @@ def _encode(entry: Entry) -> bytes:
         line += f',"c":{entry.ctime_ns}'
     if entry.link_of:
         line += f',"o":{_quote(entry.link_of)}'
+    return (line + "}\n").encode()
+
+
+def file_line(
+    path: str, mode: int, uid: int, gid: int, known: KnownFile, *, link_of: str | None = None
+) -> bytes:
+    """The line ``_encode`` writes for a file entry with these fields (the sha256 not empty):
+    a file linked from the previous snapshot is written from its stat without an ``Entry``."""
+    size, mtime_ns, inode, ctime_ns, sha256 = known
+    line = f'{{"p":{_quote(path)},"k":"file","m":{mode},"u":{uid},"g":{gid},"t":{mtime_ns}'
+    if size:
+        line += f',"s":{size}'
+    line += f',"h":{_quote(sha256)}'
+    if inode:
+        line += f',"i":{inode}'
+    if ctime_ns:
+        line += f',"c":{ctime_ns}'
+    if link_of:
+        line += f',"o":{_quote(link_of)}'
     return (line + "}\n").encode()
 
 
@@ -127,16 +152,26 @@ def write_index(path: Path, entries: Iterable[Entry]) -> tuple[str, int]:
     """Write the index at ``path`` (0600, fsynced, in place by rename): its sha256 and entry count.
 
     ``entries`` is consumed as it is produced, so it may be the walk that takes the snapshot."""
+    return write_lines(path, map(_encode, entries))
+
+
+def encoded(entry: Entry) -> bytes:
+    """The index line of ``entry``, as ``write_index`` writes it."""
+    return _encode(entry)
+
+
+def write_lines(path: Path, lines: Iterable[bytes]) -> tuple[str, int]:
+    """``write_index`` for entries already encoded (``encoded``, ``file_line``)."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     count = 0
     try:
         with os.fdopen(descriptor, "wb") as raw:
             os.fchmod(raw.fileno(), FILE_MODE)
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=3, mtime=0) as stream:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as stream:
                 stream.write(json.dumps(HEADER, separators=(",", ":")).encode() + b"\n")
                 batch: list[bytes] = []
-                for entry in entries:
-                    batch.append(_encode(entry))
+                for line in lines:
+                    batch.append(line)
                     count += 1
                     if len(batch) >= 512:
                         stream.write(b"".join(batch))
@@ -162,7 +197,7 @@ def read_index(path: Path) -> Iterator[Entry]:
                 raise ValueError(f"{path}: line {number}: {error}") from None
 
 
-Known = dict[str, tuple[int, int, int, int, str]]
+Known = dict[str, KnownFile]
 """Per file of a snapshot: the live file's size, mtime, inode and ctime then, and its sha256."""
 
 
