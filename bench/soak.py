@@ -7,13 +7,16 @@ plans it and installs it inside an always-open window (backup, pull, pin, up, he
 then an Alertmanager v4 webhook delivery (the real bearer token) with a new firing alert makes it
 roll that upgrade back (image only: the schema did not change), and two more deliveries of the
 same alert are answered as duplicates. The rolled-back version is never a target again, so the
-next cycle publishes the next patch. Every ``SAMPLE_EVERY`` seconds: VmRSS, VmHWM, threads, open
-fds (/proc/PID), the journal's bytes (and its WAL's) and the daemon's log bytes; after each cycle,
-the RSS and fds at the same point (idle, deployed back to the baseline). The slope of each is a
-least-squares line in units per hour, over the whole run and over its second half.
+next cycle publishes the next patch (so the tag list and the rolled-back versions grow by one a
+cycle, as they would over a long life). Every ``SAMPLE_EVERY`` seconds: VmRSS, VmHWM, CPU,
+threads, open fds (/proc/PID), the journal's bytes (and its WAL's), the daemon's log bytes, and
+the median and max latency of a /healthz probe every 0.25 s (bench/soak_kit.py); after each
+cycle, the RSS and fds at the same point (idle, deployed back to the baseline). The slope of each
+is a least-squares line in units per hour, over the whole run and over its second half.
 
-Writes bench/results/soak-<date>-<minutes>m.json. Run: ``.venv/bin/python -m bench.soak``
-(``BENCH_SOAK_SECONDS``: 1800). The docker engine is the running one (sandbox.dockerd rules).
+Writes bench/results/soak-<date>T<HHMM>-<minutes>m.json (the run's start, UTC). Run:
+``.venv/bin/python -m bench.soak`` (``BENCH_SOAK_SECONDS``: 1800). The docker engine is the
+running one (sandbox.dockerd rules).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import tempfile
 import threading
 import time
@@ -33,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.daemon_kit import ALWAYS, Daemon, start, usage
+from bench.daemon_kit import ALWAYS, Daemon, start
+from bench.soak_kit import Prober, per_cycle, sample, trend
 from sandbox.config import specivod_config, write_config
 from sandbox.deployment import COMPOSE_FILE, SandboxDeployment, create_deployment
 from sandbox.dockerd import start_engine
@@ -45,6 +48,7 @@ from tests.support.registry import start_registry
 
 SECONDS = float(os.environ.get("BENCH_SOAK_SECONDS", "1800"))
 MINUTES = round(SECONDS / 60)
+STARTED = datetime.now(UTC)
 SAMPLE_EVERY = 20.0
 STEP_TIMEOUT = 600.0
 REPOSITORY = "specivo-soak/specivo"
@@ -52,55 +56,17 @@ BASELINE = "1.0.0"
 TERMINAL = ("succeeded", "rolled_back", "aborted", "rollback_failed")
 RESULTS = Path(__file__).parent / "results"
 TOKEN = uuid.uuid4().hex
-SAMPLED = ("rss_bytes", "fds", "threads", "journal_bytes", "journal_wal_bytes", "log_bytes")
-
-
-def size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def sample(daemon: Daemon, root: Path, began: float, cycles: int) -> dict[str, Any]:
-    pid = daemon.process.pid
-    status = Path(f"/proc/{pid}/status").read_text()
-    threads = next(line for line in status.splitlines() if line.startswith("Threads:"))
-    return {
-        "seconds": round(time.monotonic() - began, 1),
-        "cycles": cycles,
-        **usage(pid),
-        "fds": sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()),
-        "threads": int(threads.split()[1]),
-        "journal_bytes": size(root / "state" / "journal.sqlite3"),
-        "journal_wal_bytes": size(root / "state" / "journal.sqlite3-wal"),
-        "log_bytes": (root / "daemon.log").stat().st_size,
-    }
-
-
-def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
-    """Least-squares slope of (seconds, value), in value units per hour."""
-    if len(points) < 2:
-        return None
-    xs, ys = [x for x, _ in points], [y for _, y in points]
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    spread = sum((x - mean_x) ** 2 for x in xs)
-    if spread == 0:
-        return None
-    return 3600 * sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
-
-
-def trend(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    values = [s[key] for s in samples]
-    half = samples[len(samples) // 2 :]
-    whole = slope_per_hour([(s["seconds"], s[key]) for s in samples])
-    second = slope_per_hour([(s["seconds"], s[key]) for s in half])
-    return {
-        "first": values[0],
-        "median": statistics.median(values),
-        "last": values[-1],
-        "min": min(values),
-        "max": max(values),
-        "slope_per_hour": round(whole, 1) if whole is not None else None,
-        "slope_per_hour_second_half": round(second, 1) if second is not None else None,
-    }
+SAMPLED = (
+    "rss_bytes",
+    "fds",
+    "threads",
+    "journal_bytes",
+    "journal_wal_bytes",
+    "log_bytes",
+    "cpu_percent",
+    "healthz_p50_ms",
+    "healthz_max_ms",
+)
 
 
 def wait_transaction(daemon: Daemon, kind: str, after: int, to: str | None) -> dict[str, Any]:
@@ -134,16 +100,12 @@ def deliver_alert(daemon: Daemon, fingerprint: str, started: datetime) -> int:
         "receiver": "specivod",
         "groupLabels": {"alertname": "SpecivoDown"},
         "commonLabels": labels,
-        "commonAnnotations": {"summary": "the soak's alert"},
-        "externalURL": "http://127.0.0.1:9093",
         "alerts": [
             {
                 "status": "firing",
                 "labels": labels,
-                "annotations": {"summary": "the soak's alert"},
                 "startsAt": started.isoformat(),
                 "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
                 "fingerprint": fingerprint,
             }
         ],
@@ -200,10 +162,17 @@ def cycles_until_time_is_up(daemon: Daemon, registry: str, root: Path, run: Run)
     """Cycles for ``SECONDS`` while a thread samples; stops at the first cycle that does not
     end rolled back (``run.problem`` says why)."""
     done = threading.Event()
+    prober = Prober(f"{daemon.base}/healthz")
 
     def sampler() -> None:
         while not done.wait(SAMPLE_EVERY if run.samples else 0):
-            run.samples.append(sample(daemon, root, run.began, len(run.cycles)))
+            now = sample(daemon, root, run.began, len(run.cycles))
+            if run.samples:
+                cpu = now["cpu_seconds"] - run.samples[-1]["cpu_seconds"]
+                now["cpu_percent"] = round(
+                    100 * cpu / (now["seconds"] - run.samples[-1]["seconds"]), 2
+                )
+            run.samples.append({**now, **prober.take()})
             print(f"sample {run.samples[-1]}", flush=True)
 
     thread = threading.Thread(target=sampler, daemon=True)
@@ -224,12 +193,7 @@ def cycles_until_time_is_up(daemon: Daemon, registry: str, root: Path, run: Run)
     finally:
         done.set()
         thread.join()
-
-
-def per_cycle(after: list[dict[str, Any]], key: str) -> float | None:
-    if len(after) < 2:
-        return None
-    return round(float(after[-1][key] - after[0][key]) / (len(after) - 1), 1)
+        prober.stop()
 
 
 def summary(run: Run) -> dict[str, Any]:
@@ -323,7 +287,7 @@ def main() -> None:
         "each release a new tag over the baseline's manifest; 3 webhook deliveries per cycle",
         **measured,
     }
-    path = RESULTS / f"soak-{datetime.now(UTC):%Y-%m-%d}-{MINUTES}m.json"
+    path = RESULTS / f"soak-{STARTED:%Y-%m-%dT%H%M}-{MINUTES}m.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path}")
 
