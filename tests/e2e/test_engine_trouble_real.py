@@ -297,10 +297,12 @@ def test_the_daemon_outlives_a_stopped_dockerd_and_upgrades_once_it_is_back(
         time.sleep(3)  # ticks with the window open and a target: no upgrade may start
         assert specivod("history", "--json").stdout.count('"id"') == 0
         assert daemon.poll() is None
+        assert specivod("pause").returncode == 0  # until the operator's boot brought it all up
 
         engine.start()
         wait_for("specivod_engine_up 1", lambda: engine_up(base) == "1.0", 30)
-        deployment.compose("up", "--detach", "--wait")  # what the operator's boot would do
+        deployment.compose("up", "--detach", "--wait")  # the db has no restart policy
+        assert specivod("resume").returncode == 0
         wait_for(
             "the daemon's upgrade to 0.1.11",
             lambda: status_of(base)["state"] == State.SUCCEEDED.value,
