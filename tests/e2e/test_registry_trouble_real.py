@@ -111,6 +111,7 @@ class Scene:
         assert problem in str(last["reason"]), last
         assert problem in output
         self.assert_untouched()
+        print(f"reason: {last['reason']}")
 
     def assert_untouched(self) -> None:
         """The old version serves from the same container; .env, rows and files as before."""
@@ -237,7 +238,26 @@ def test_429_asking_for_longer_than_specivod_waits_fails_at_once(scene: Scene) -
     assert len(scene.proxy.requests("specivod", "/tags/list")) == 1, _log(scene)
     assert scene.last() == {}
     scene.assert_untouched()
-    print(f"429 Retry-After 3600 to specivod: refused in {seconds:.1f}s")
+    print(f"429 Retry-After 3600 to specivod: refused in {seconds:.1f}s: {output.splitlines()[-1]}")
+
+
+@pytest.mark.parametrize("trouble", ["gone", "tag list cut mid-body"])
+def test_registry_trouble_before_planning_starts_nothing(scene: Scene, trouble: str) -> None:
+    """specivod's own reads fail (after its retries): no transaction is begun, exit 1, and the
+    message names the registry and repository."""
+    fault = (
+        Fault("", client="specivod", die=True)
+        if trouble == "gone"
+        else Fault("/tags/list", client="specivod", cut_after=10)
+    )
+    code, output, seconds = scene.upgrade(fault)
+
+    assert code == 1, output
+    assert f"registry {scene.proxy.address}, repository {REPOSITORY}" in output, output
+    assert ("cannot connect" if trouble == "gone" else "cut short") in output, output
+    assert scene.last() == {}
+    scene.assert_untouched()
+    print(f"{trouble} before planning: refused in {seconds:.1f}s: {output.splitlines()[-1]}")
 
 
 def test_connection_dropped_mid_blob_every_time_aborts(scene: Scene) -> None:

@@ -4,9 +4,12 @@ Every request is forwarded to the registry unchanged (bodies streamed) unless a 
 it: the first matching fault with uses left acts instead. A fault matches on the path (a regular
 expression searched in it) and on who asks — ``"docker"`` (dockerd's pulls), ``"specivod"``
 (specivod's own client) or anyone — and acts by answering a status of its own (a 500, a 429 with
-``Retry-After``), by cutting the connection after part of the body was sent (``cut_after``), or by
+``Retry-After``), by cutting the connection after part of the body was sent (``cut_after``, counted
+from the blob's start: a transfer dockerd resumes with ``Range`` is cut at the same byte), or by
 killing the proxy (``die``): the listener closes and every later or open connection is dropped, as
 if the registry's host went away. ``log`` records each request and what was done with it.
+Requests go upstream header by header (dockerd sends one ``Accept`` line per manifest type; folding
+them into a dict leaves one, and the registry may then answer a converted schema 1 manifest).
 """
 
 from __future__ import annotations
