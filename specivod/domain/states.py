@@ -10,6 +10,8 @@ Manual rollback and restore (the current version is running):
     PLANNED → ROLLING_BACK → STOPPING → [SAFETY_BACKUP → RESTORING] → RESTARTING → ROLLED_BACK
     a check in ROLLING_BACK fails (backup unusable, previous image missing) → ABORTED, app serving
     the safety backup (taken with the app stopped) fails → the app started again, ABORTED
+Either rollback: an app found running again in RESTORING (dockerd restarted it) is stopped, and
+    RESTORING → SAFETY_BACKUP saves what it wrote meanwhile before the restore goes on
 
 Rule: a state names the step that is running; it is journaled before the step acts.
 """
@@ -64,7 +66,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.ROLLING_BACK: frozenset({State.STOPPING, State.ABORTED, State.ROLLBACK_FAILED}),
     State.STOPPING: frozenset({State.SAFETY_BACKUP, State.RESTARTING, State.ROLLBACK_FAILED}),
     State.SAFETY_BACKUP: frozenset({State.RESTORING, State.ABORTED, State.ROLLBACK_FAILED}),
-    State.RESTORING: frozenset({State.RESTARTING, State.ROLLBACK_FAILED}),
+    State.RESTORING: frozenset({State.RESTARTING, State.SAFETY_BACKUP, State.ROLLBACK_FAILED}),
     State.RESTARTING: frozenset({State.ROLLED_BACK, State.ROLLBACK_FAILED}),
     State.SUCCEEDED: frozenset(),
     State.ABORTED: frozenset(),

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     restored INTEGER NOT NULL DEFAULT 0,
     data_aside TEXT,
     safety_backup_id TEXT,
+    serving TEXT,
     reason TEXT,
     started_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_by_transaction ON steps (transaction_id, id);
 """
-_COLUMNS_ADDED_LATER = {"safety_backup_id": "TEXT"}
+_COLUMNS_ADDED_LATER = {"safety_backup_id": "TEXT", "serving": "TEXT"}
 """Columns a journal written by an older specivod lacks; added when it is opened."""
 
 
@@ -80,6 +81,9 @@ class Transaction:
     data_aside: str | None
     safety_backup_id: str | None
     """The backup of the state a restore replaced, taken before the restore."""
+    serving: str | None
+    """The app services running when a rollback or restore began, comma-separated (empty when
+    none ran); the only ones it starts again when it gives up before replacing anything."""
     reason: str | None
     started_at: datetime
     updated_at: datetime
@@ -106,6 +110,7 @@ _UPDATABLE = {
     "restored",
     "data_aside",
     "safety_backup_id",
+    "serving",
     "reason",
 }
 
@@ -134,6 +139,7 @@ def _row_to_transaction(row: sqlite3.Row) -> Transaction:
         restored=bool(values["restored"]),
         data_aside=values["data_aside"],
         safety_backup_id=values["safety_backup_id"],
+        serving=values["serving"],
         reason=values["reason"],
         started_at=datetime.fromisoformat(values["started_at"]),
         updated_at=datetime.fromisoformat(values["updated_at"]),

@@ -26,6 +26,9 @@ from specivod.engine.journal import Kind, Transaction
 
 Step = Callable[[Context, Transaction], Awaitable[Transaction]]
 
+MAX_SAFETY_BACKUPS = 3
+"""Safety backups one rollback takes before it stops chasing an app something keeps starting."""
+
 
 class RollbackFailed(SpecivodError):
     """The previous version could not be brought back."""
@@ -84,16 +87,31 @@ async def _after_failure(
         target = version_being_installed(transaction)
         doing = "starting" if state is State.STARTING else "verifying"
         return _begin_rollback(context, transaction, f"{doing} {target} failed: {reason}")
-    if state is State.SAFETY_BACKUP and transaction.kind is not Kind.UPGRADE:
+    if (
+        state is State.SAFETY_BACKUP
+        and transaction.kind is not Kind.UPGRADE
+        and transaction.safety_backup_id is None  # else a restore already began: never serve
+    ):
         return await _serve_again(context, transaction, reason)
     return _rollback_failed(context, transaction, reason)
 
 
 async def _serve_again(context: Context, transaction: Transaction, reason: str) -> Transaction:
     """A manual rollback or restore that cannot keep what it would replace restores nothing:
-    the version that was serving (``.env`` never changed) is started again."""
+    the app services that were serving when it began (``.env`` never changed) start again, and
+    only those: after a rollback that failed, nothing was serving, and what ``.env`` pins is the
+    release that failed."""
+    services = await _were_serving(context, transaction)
+    if not services:
+        return context.enter(
+            transaction,
+            State.ABORTED,
+            f"aborted, nothing was replaced; no app service was running when it began, so none "
+            f"was started: {reason}",
+            reason=reason,
+        )
     try:
-        await context.deployment.start(await context.deployment.app_services())
+        await context.deployment.start(services)
     except SpecivodError as error:
         return _rollback_failed(
             context, transaction, f"{reason}; then starting the app again failed: {error}"
@@ -101,9 +119,23 @@ async def _serve_again(context: Context, transaction: Transaction, reason: str) 
     return context.enter(
         transaction,
         State.ABORTED,
-        f"aborted, nothing was replaced and the app services were started again: {reason}",
+        f"aborted, nothing was replaced and {', '.join(services)} started again: {reason}",
         reason=reason,
     )
+
+
+async def _were_serving(context: Context, transaction: Transaction) -> list[str]:
+    if transaction.serving is None:  # journaled by a specivod that did not record it
+        return await context.deployment.app_services()
+    return [service for service in transaction.serving.split(",") if service]
+
+
+async def _running(context: Context) -> list[str]:
+    return [
+        service
+        for service in await context.deployment.app_services()
+        if (await context.deployment.service_state(service)).running
+    ]
 
 
 def abort(context: Context, transaction: Transaction, reason: str) -> Transaction:
@@ -220,6 +252,8 @@ async def _check_before_stopping(context: Context, transaction: Transaction) -> 
     previous = version_to_restore(transaction)
     backup_id = transaction.backup_id
     may_restore = transaction.restore_mode is not RestoreMode.NEVER
+    if transaction.kind is not Kind.UPGRADE and transaction.serving is None:
+        transaction = context.journal.record(transaction, serving=",".join(await _running(context)))
     if transaction.kind is Kind.UPGRADE:
         if may_restore and backup_id is not None:
             await _report_problem(context, transaction, context.backups.prepare_restore(backup_id))
@@ -290,7 +324,10 @@ async def _fingerprint(context: Context) -> str | None:
 async def _safety_backup(context: Context, transaction: Transaction) -> Transaction:
     """SAFETY_BACKUP, app stopped: every row written up to the stop is kept before a restore
     replaces it; then the room to swap the data dir is checked again, now that the safety
-    backup took its share. If either fails, nothing is restored."""
+    backup took its share. If either fails, nothing is restored. The app is stopped again
+    first: after a kill or an engine outage, dockerd may have started it (``restart: always``)."""
+    if await _running(context):
+        await context.deployment.stop(await context.deployment.app_services())
     safety = await _save_replaced_state(context, transaction)
     if transaction.backup_id is not None:
         await context.backups.prepare_restore(transaction.backup_id)
@@ -336,6 +373,24 @@ def _enter_restoring(
 
 
 async def _restore(context: Context, transaction: Transaction) -> Transaction:
+    """RESTORING, app stopped. An app found running again (dockerd started it after a kill or an
+    outage) may have written since the safety backup: it is stopped, and SAFETY_BACKUP saves
+    that state before the restore replaces it — at most ``MAX_SAFETY_BACKUPS`` times."""
+    if running := await _running(context):
+        await context.deployment.stop(await context.deployment.app_services())
+        taken = sum(
+            step.state is State.SAFETY_BACKUP for step in context.journal.steps(transaction.id)
+        )
+        if taken >= MAX_SAFETY_BACKUPS:
+            raise RollbackFailed(
+                f"{', '.join(running)} kept being started while the data was being restored"
+            )
+        return context.enter(
+            transaction,
+            State.SAFETY_BACKUP,
+            f"{', '.join(running)} ran again before the restore (started by the engine); "
+            "stopped, saving what it may have written before restoring",
+        )
     backup_id, aside = _restore_plan(context, transaction)
     if transaction.data_aside is None:  # journaled by a specivod that chose it later
         transaction = context.journal.record(transaction, data_aside=aside)

@@ -1,27 +1,18 @@
 """Attack review W (a different command after ROLLBACK_FAILED): the runbook's ``specivod restore``
 that cannot take its safety backup "starts the app again" — but after a rollback that failed in
 RESTORING nothing was serving: what it starts is the failed release, pinned in ``.env`` and never
-healthy, over the half-restored state. ``xfail(strict=True)`` proves a defect on the current code;
-the marker goes with the fix."""
+healthy, over the half-restored state. Fixed: a rollback or restore journals the app services
+running when it began (``serving``) and starts only those again."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from specivod.domain.states import State
 from tests.unit.engine_kit import make_kit
 from tests.unit.fakes import FakeBackups, FakeRelease, World
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding W4: a restore after ROLLBACK_FAILED whose safety backup fails starts the "
-        "failed release (pinned, stopped, never healthy) and ends ABORTED 'started again'"
-    ),
-)
 async def test_a_restore_that_cannot_keep_the_state_after_a_failed_rollback_starts_nothing(
     tmp_path: Path,
 ) -> None:

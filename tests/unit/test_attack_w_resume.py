@@ -1,6 +1,7 @@
 """Attack review W (resume after a kill): a rollback resumed after the host, or the Docker Engine,
 came back runs its steps that need the app stopped without stopping it again.
-``xfail(strict=True)`` proves a defect on the current code; the marker goes with the fix.
+Fixed: the safety backup and the restore stop the app again first; a restore that finds it running
+goes back to SAFETY_BACKUP.
 
 What starts the app again between the kill and the resume: a container with ``restart: always``
 is started by dockerd when dockerd (or the host) restarts, even after ``docker compose stop``;
@@ -71,14 +72,6 @@ def _kit(
     return kit, backups
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding W2: a rollback resumed in SAFETY_BACKUP or RESTORING does not stop the app "
-        "again: a failed release that restart: always (or the outage recovery) started runs "
-        "through the safety backup and the restore"
-    ),
-)
 @pytest.mark.parametrize("killed_in", [State.SAFETY_BACKUP, State.RESTORING])
 async def test_a_resumed_rollback_restores_only_with_the_app_stopped(
     tmp_path: Path, killed_in: State
@@ -145,13 +138,6 @@ class OutageInSafetyBackup(WatchedBackups):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding W2: a SAFETY_BACKUP run again after an engine outage does not stop the app "
-        "that the outage recovery (or restart: always) started"
-    ),
-)
 async def test_a_step_run_again_after_an_outage_restores_only_with_the_app_stopped(
     tmp_path: Path,
 ) -> None:

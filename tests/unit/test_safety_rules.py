@@ -278,6 +278,7 @@ LEGAL = {
     ("safety_backup", "aborted"),
     ("safety_backup", "rollback_failed"),
     ("restoring", "restarting"),
+    ("restoring", "safety_backup"),
     ("restoring", "rollback_failed"),
     ("restarting", "rolled_back"),
     ("restarting", "rollback_failed"),
