@@ -1,6 +1,6 @@
 """Attack review W on the real stack: a rollback resumed after dockerd restarted (a Docker package
 upgrade, a reboot) restores under a failed release that dockerd started again by its restart
-policy. ``xfail(strict=True)`` proves a defect on the current code; the marker goes with the fix.
+policy. Fixed: RESTORING that finds the app running stops it and takes a new safety backup.
 
 The sequence (finding W2): an upgrade to a release that migrates then fails is rolled back;
 specivod is SIGKILLed right after journaling RESTORING (the app stopped, the safety backup
@@ -100,13 +100,6 @@ def _in_some_backup(backups_dir: Path, text: str) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding W2: recover resumes RESTORING without stopping the failed release that "
-        "dockerd's restart (restart: always) started; rows users wrote to it are lost"
-    ),
-)
 def test_rows_written_to_a_release_dockerd_restarted_mid_rollback_are_not_lost(
     engine: OwnDockerd, deployment: SandboxDeployment, tmp_path: Path
 ) -> None:
