@@ -17,8 +17,9 @@ valid. ``--boot compose``: the operator's boot also runs ``docker compose up -d`
 systemd unit would) before ``specivod recover``, so the containers follow what ``.env`` pins.
 
 Writes bench/results/host_crash-BOOT-DATE.json. Run as root:
-``.venv/bin/python -m bench.host_crash [--runs N] [--boot policy|compose]``. A failed run keeps
-its directory (printed at the end) as evidence.
+``.venv/bin/python -m bench.host_crash [--runs N] [--boot policy|compose] [--at-states]
+[--states restoring,stopping]``. A failed run keeps its directory (printed at the end) as
+evidence.
 """
 
 from __future__ import annotations
@@ -396,28 +397,40 @@ AT_STATES = {
 AT_STATE_DELAY = 1.0
 
 
-def plan_states(runs: int, rng: random.Random, boot: str) -> list[Run]:
-    """Alternate targets; each target's runs go through its steps in turn, the kill a random
-    0-1 s after the step's line appears (the short steps are rarely hit at random)."""
+def plan_states(runs: int, rng: random.Random, boot: str, only: set[str] | None) -> list[Run]:
+    """Alternate targets; each target's runs go through its steps (``only`` those) in turn, the
+    kill a random 0-1 s after the step's line appears (the short steps are rarely hit at
+    random)."""
+    choices = {t: [s for s in AT_STATES[t] if only is None or s in only] for t in TARGETS}
+    targets = [target for target in TARGETS if choices[target]]
     planned = []
     for number in range(runs):
-        target = TARGETS[number % len(TARGETS)]
-        states = AT_STATES[target]
-        state = states[(number // len(TARGETS)) % len(states)]
+        target = targets[number % len(targets)]
+        states = choices[target]
+        state = states[(number // len(targets)) % len(states)]
         delay = round(rng.uniform(0, AT_STATE_DELAY), 2)
         planned.append(Run(number + 1, target, delay, boot, state))
     return planned
 
 
 def summary(
-    runs: list[Run], calibration: list[Run], spans: dict[str, float], seed: int, boot: str
+    runs: list[Run],
+    calibration: list[Run],
+    spans: dict[str, float],
+    arguments: argparse.Namespace,
 ) -> dict[str, Any]:
     recover = [run.healthy_after_boot_seconds for run in runs if run.healthy_after_boot_seconds]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "load_at_end": os.getloadavg()},
-        "seed": seed,
-        "boot": BOOTS[boot],
+        "seed": arguments.seed,
+        "boot": BOOTS[arguments.boot],
+        "kill_moments": (
+            f"a random 0-{AT_STATE_DELAY} s after the upgrade printed each step in turn"
+            f" ({', '.join(sorted(arguments.states)) if arguments.states else 'all steps'})"
+            if arguments.at_states or arguments.states
+            else "random, one per equal slice of the uninterrupted upgrade's length"
+        ),
         "killed": "SIGSTOP to all, then SIGKILL to all: specivod and children, dockerd, "
         "containerd, every containerd-shim of that containerd, every container process",
         "upgrade_seconds_uninterrupted": spans,
@@ -448,6 +461,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(2**32))
     parser.add_argument("--boot", choices=sorted(BOOTS), default="policy")
     parser.add_argument("--at-states", action="store_true", help="kill in each step in turn")
+    parser.add_argument(
+        "--states", type=lambda text: set(text.split(",")), help="only these steps (a,b,...)"
+    )
     arguments = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="specivod-host-crash-"))
     registry = start_registry(root / "registry")
@@ -469,8 +485,8 @@ def main() -> int:
                 raise RuntimeError(f"uninterrupted upgrade: {calibration[-1].problems}")
         rng = random.Random(arguments.seed)
         planned = (
-            plan_states(arguments.runs, rng, arguments.boot)
-            if arguments.at_states
+            plan_states(arguments.runs, rng, arguments.boot, arguments.states)
+            if arguments.at_states or arguments.states
             else plan(arguments.runs, spans, rng, arguments.boot)
         )
         for run in planned:
@@ -493,7 +509,7 @@ def main() -> int:
     finally:
         engine.stop()
         registry.stop()
-        result = summary(runs, calibration, spans, arguments.seed, arguments.boot)
+        result = summary(runs, calibration, spans, arguments)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M")
         (RESULTS / f"host_crash-{arguments.boot}-{stamp}.json").write_text(
             json.dumps(result, indent=2) + "\n"
