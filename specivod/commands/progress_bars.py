@@ -132,6 +132,8 @@ class ProgressBackups(Protocol):
 
     async def fingerprint(self) -> str: ...
 
+    async def end_other_sessions(self) -> list[str]: ...
+
 
 class MeteredBackups:
     """The engine's ``Backups`` port over ``inner``, every long call reporting to ``progress``."""
@@ -176,3 +178,6 @@ class MeteredBackups:
 
     async def fingerprint(self) -> str:
         return await self._inner.fingerprint()
+
+    async def end_other_sessions(self) -> list[str]:
+        return await self._inner.end_other_sessions()

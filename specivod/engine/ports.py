@@ -171,3 +171,9 @@ class Backups(Protocol):
     async def fingerprint(self) -> str:
         """Identifies the database schema; changes when the schema does, not when rows do."""
         ...
+
+    async def end_other_sessions(self) -> list[str]:
+        """End every other client session of the database and wait until they are gone, so a
+        statement a stopped app left running rolls back instead of committing later; the
+        sessions ended, described. ``BackupError`` when the database refuses."""
+        ...

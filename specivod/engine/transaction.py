@@ -281,9 +281,11 @@ def _enter_stopping(context: Context, transaction: Transaction) -> Transaction:
 
 
 async def _stop_and_decide(context: Context, transaction: Transaction) -> Transaction:
-    """STOPPING: the app services stop first, so a migration still running cannot commit after
-    the schema was read; then the schema decides between an image rollback and a restore."""
+    """STOPPING: the app services stop first and every other database session is ended, so a
+    migration still running cannot commit after the schema was read; then the schema decides
+    between an image rollback and a restore."""
     await context.deployment.stop(await context.deployment.app_services())
+    await _end_other_sessions(context, transaction)
     if transaction.restore_mode is RestoreMode.NEVER:
         return context.enter(transaction, State.RESTARTING, "image rollback only (restore never)")
     fingerprint = await _fingerprint(context)
@@ -302,6 +304,20 @@ async def _stop_and_decide(context: Context, transaction: Transaction) -> Transa
         f"{why}; saving the state being replaced before restoring",
         fingerprint_after=fingerprint,
     )
+
+
+async def _end_other_sessions(context: Context, transaction: Transaction) -> None:
+    """A statement the stopped app left running in the database (its client died with the
+    container) is rolled back now, not committed after the schema was read."""
+    try:
+        ended = await context.backups.end_other_sessions()
+    except SpecivodError as error:
+        context.tell(transaction, f"going on with the rollback; other database sessions: {error}")
+        return
+    if ended:
+        context.tell(
+            transaction, f"ended database sessions left after the stop: {'; '.join(ended)}"
+        )
 
 
 def _why_restore(transaction: Transaction, fingerprint: str | None) -> str:

@@ -1,6 +1,7 @@
 """Attack review W on the real stack: a migration statement the failed release started keeps
 running in PostgreSQL after its container was stopped, and commits after the rollback read the
-schema. ``xfail(strict=True)`` proves a defect on the current code; the marker goes with the fix.
+schema. Fixed: after the stop, the rollback ends every other session of the database (the
+statement rolls back) before it reads the schema.
 
 The sequence (finding W3): an upgrade to a release that never gets healthy; while it is being
 verified its migration runs as one statement in autocommit (a ``DO`` block here; in real apps an
@@ -60,14 +61,6 @@ def _column_exists(deployment: SandboxDeployment) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding W3: stopping the app does not stop its migration statement in PostgreSQL; "
-        "the schema read after the stop misses it, the rollback restores nothing, and the "
-        "migration commits under the old version"
-    ),
-)
 def test_a_migration_statement_outliving_its_container_is_not_missed_by_the_rollback(
     deployment: SandboxDeployment, specivod: Specivod
 ) -> None:
@@ -121,6 +114,7 @@ def test_a_migration_statement_outliving_its_container_is_not_missed_by_the_roll
     wait_for("the migration finished", lambda: _migration_sessions(deployment) == 0, 60)
 
     print(f"migration still running after ROLLED_BACK: {still_running}; journal: {last}")
+    assert still_running == 0, "the rollback ended with the migration statement still running"
     assert not _column_exists(deployment) or last["restored"], (
         f"{BASELINE} runs on a schema {NEVER_HEALTHY}'s migration changed after the rollback "
         f"decided 'schema unchanged' (restored={last['restored']})"

@@ -156,6 +156,7 @@ class FakeBackups:
         self.protected: list[list[str]] = []
         self.kept_set_aside: list[list[str]] = []
         self.safety: list[bool] = []
+        self.sessions_ended_with_app_stopped: list[bool] = []
 
     async def create(
         self,
@@ -214,6 +215,10 @@ class FakeBackups:
 
     async def fingerprint(self) -> str:
         return f"schema-{self.world.schema}"
+
+    async def end_other_sessions(self) -> list[str]:
+        self.sessions_ended_with_app_stopped.append(self.world.stopped)
+        return []
 
 
 class FakeRegistry:

@@ -101,6 +101,9 @@ class Backups:
     async def fingerprint(self) -> str:
         return await self._database.fingerprint()
 
+    async def end_other_sessions(self) -> list[str]:
+        return await self._database.end_other_sessions()
+
     async def create(
         self,
         *,
