@@ -164,6 +164,27 @@ async def test_429_that_persists_is_rate_limited(serve: Serve, sleeps: Sleeps) -
     assert domain in str(caught.value)
 
 
+@pytest.mark.parametrize("code", [429, 503])
+async def test_a_retry_after_longer_than_specivod_waits_is_not_retried(
+    serve: Serve, sleeps: Sleeps, code: int
+) -> None:
+    domain = await serve(answers(status(code, **{"Retry-After": "3600"})))
+    async with make_client(domain, sleeps, attempts=4) as client:
+        with pytest.raises((RegistryRateLimited, RegistryUnavailable), match="3600"):
+            await client.list_tags()
+        assert client.requests == 1
+    assert sleeps.waits == []
+
+
+async def test_a_retry_after_as_long_as_the_longest_wait_is_waited(
+    serve: Serve, sleeps: Sleeps
+) -> None:
+    domain = await serve(answers(status(429, **{"Retry-After": "30"}), ok))
+    async with make_client(domain, sleeps, attempts=2) as client:
+        await client.list_tags()
+    assert sleeps.waits == [30.0]
+
+
 async def test_503_with_retry_after_is_honoured_and_stays_unavailable(
     serve: Serve, sleeps: Sleeps
 ) -> None:
