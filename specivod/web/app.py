@@ -234,6 +234,7 @@ def make_app(
     alive: Callable[[], bool] = lambda: True,
     counts: Counter[str] | None = None,
     seen: SeenAlerts | None = None,
+    busy_retry_seconds: float = BUSY_RETRY_SECONDS,
 ) -> web.Application:
     """The daemon's web application. ``counts`` feeds ``alertmanager_webhooks_total``; ``seen``
     may be loaded from the journal so that a restart does not forget handled alerts."""
@@ -250,6 +251,7 @@ def make_app(
         counts=app[WEBHOOK_COUNTS],
         seen=app[SEEN_ALERTS],
         tasks=tasks,
+        busy_retry_seconds=busy_retry_seconds,
     )
 
     async def metrics(_: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from specivod.domain.alerts import parse_matcher_lines
+from specivod.domain.errors import LockedError
 from specivod.web.app import (
     ROLLBACK_TASKS,
     WEBHOOK_COUNTS,
@@ -43,12 +44,16 @@ class Rollbacks:
         self.release = asyncio.Event()
         self.release.set()
         self.fail = False
+        self.busy = 0
 
     async def __call__(self, request: RollbackRequest) -> None:
         self.requests.append(request)
         await self.release.wait()
+        if self.busy:
+            self.busy -= 1
+            raise LockedError("another specivod operation holds the lock (pid 7: backup)")
         if self.fail:
-            raise RuntimeError("host lock is held")
+            raise RuntimeError("journal unreadable")
 
 
 ClientFactory = Callable[..., Awaitable[TestClient[aiohttp.web.Request, aiohttp.web.Application]]]
@@ -315,6 +320,33 @@ async def test_a_rollback_that_fails_to_start_can_be_retried(make_client: Client
     assert (await post(client, payload(alert())))[0] == 202
     await settle(client)
     assert len(rollbacks.requests) == 2
+
+
+async def test_an_accepted_rollback_waits_for_the_host_lock_then_runs(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    rollbacks = Rollbacks()
+    rollbacks.busy = 2
+    client = await make_client(rollbacks=rollbacks, busy_retry_seconds=0.01)
+    assert (await post(client, payload(alert())))[0] == 202
+    await settle(client)
+    assert len(rollbacks.requests) == 3, "tried while busy twice, then ran"
+    assert rollbacks.busy == 0
+    assert sum("waits" in record.getMessage() for record in caplog.records) == 1
+    assert (await post(client, payload(alert())))[1]["result"] == "duplicate"
+
+
+async def test_a_rollback_still_waiting_for_the_lock_is_dropped_at_shutdown(
+    make_client: ClientFactory,
+) -> None:
+    rollbacks = Rollbacks()
+    rollbacks.busy = 1_000_000
+    client = await make_client(rollbacks=rollbacks, busy_retry_seconds=3600)
+    assert (await post(client, payload(alert())))[0] == 202
+    await asyncio.sleep(0.05)
+    assert len(rollbacks.requests) == 1
+    await asyncio.wait_for(client.close(), 30)
+    assert len(rollbacks.requests) == 1
 
 
 @pytest.mark.parametrize(
