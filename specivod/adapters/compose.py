@@ -324,14 +324,23 @@ class ComposeDeployment:
     async def pull(self, version: str) -> None:
         """Pull the versioned services' images as they will be with ``version`` pinned."""
         services = await self.versioned_services(version)
-        await self._checked("pull", "--quiet", *services, version=version)
+        await self._pulled(version, "pull", "--quiet", *services)
 
     async def ensure_images(self, version: str) -> None:
         """Pull the versioned services' images for ``version`` only where the host lacks them
         (``pull --policy missing``): a rollback checks its images before it stops anything,
         without depending on the registry when they are still here."""
         services = await self.versioned_services(version)
-        await self._checked("pull", "--quiet", "--policy", "missing", *services, version=version)
+        await self._pulled(version, "pull", "--quiet", "--policy", "missing", *services)
+
+    async def _pulled(self, version: str, *arguments: str) -> None:
+        """A pull whose failure names the images and so the registry: dockerd's own words
+        (``received unexpected HTTP status: 500``, ``toomanyrequests``) often name neither."""
+        try:
+            await self._checked(*arguments, version=version)
+        except DeploymentError as error:
+            images = ", ".join(sorted(set((await self.versioned_images(version)).values())))
+            raise DeploymentError(f"cannot pull {images}: {error}") from None
 
     async def up(self, version: str) -> None:
         """``up -d --no-deps`` of the versioned services with ``version``; nothing else is

@@ -60,6 +60,8 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_COMPOSE_LOG"], "a") as log:
     log.write(json.dumps({"args": args, "version": os.environ.get("SPECIVO_VERSION"),
                           "orphans": os.environ.get("COMPOSE_REMOVE_ORPHANS")}) + "\\n")
+if "pull" in args and os.environ.get("FAKE_COMPOSE_PULL_ERROR"):
+    sys.exit(os.environ["FAKE_COMPOSE_PULL_ERROR"])
 if "ps" in args:
     containers = json.loads(os.environ.get("FAKE_COMPOSE_CONTAINERS", "[]"))
     print("\\n".join(s for s in args[args.index("ps") + 1 :] if s in containers))
@@ -179,6 +181,20 @@ async def test_pull_and_up_touch_only_the_versioned_services_and_never_remove_or
     ]
     assert all(call["version"] in ("0.2.0", "0.2.0-specivod-probe") for call in compose.calls())
     assert all(call["orphans"] is None for call in compose.calls())
+
+
+async def test_a_failed_pull_names_the_images_it_pulled(tmp_path: Path) -> None:
+    compose = FakeCompose(tmp_path, SHAPED)
+    compose.environ["FAKE_COMPOSE_PULL_ERROR"] = "toomanyrequests: retry later"
+    adapter = compose.deployment(tmp_path)
+
+    with pytest.raises(DeploymentError) as failed:
+        await adapter.pull("0.2.0")
+    message = str(failed.value)
+    assert message.startswith("cannot pull 127.0.0.1:5000/specivo/specivo:0.2.0: "), message
+    assert "toomanyrequests" in message
+    with pytest.raises(DeploymentError, match=r"cannot pull .*:0\.1\.10: .*toomanyrequests"):
+        await adapter.ensure_images("0.1.10")
 
 
 async def test_a_version_that_changes_no_image_is_an_error_naming_the_variable(
