@@ -1,0 +1,187 @@
+"""What the mutation run of datasync found untested: the room the plan reports for setting aside
+across file systems, what ``checksum`` and ``check_sources`` read, a set-aside that is a rename
+when it can be, and the copy-then-remove set-aside of a data dir that is a mount point (faked
+here by a rename that fails with EXDEV, as it does there): a failed copy removes nothing live.
+Small real trees, so that each mutant is judged in seconds."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from specivod.adapters.backup import datasync
+from specivod.adapters.backup.datasync import check_sources, plan_sync, sync_from_snapshot
+from specivod.adapters.backup.snapshot import take_snapshot
+from specivod.domain.errors import BackupError
+from tests.unit.snapshot_kit import describe
+
+Rename = Callable[[str, str], None]
+
+
+class Tree:
+    """A data dir of four files, its snapshot, and the ``replaced`` path beside it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.data, self.replaced = tmp_path / "data", tmp_path / "data.replaced"
+        self.snap, self.index = tmp_path / "snap", tmp_path / "snap.index"
+        for relative, size in (("a.bin", 100), ("sub/b.bin", 200), ("sub/c.bin", 300)):
+            path = self.data / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(bytes([size % 251]) * size)
+            os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+        (self.data / "link").symlink_to("a.bin")
+        take_snapshot(self.data, self.snap, self.index, None)
+        self.expected = describe(self.data)
+
+    def fail_release(self) -> None:
+        """Rewrite a.bin (1000 bytes), add a tree new/ of 700 bytes and a file z of 50."""
+        (self.data / "a.bin").write_bytes(b"r" * 1000)
+        (self.data / "new" / "deep").mkdir(parents=True)
+        (self.data / "new" / "x").write_bytes(b"x" * 300)
+        (self.data / "new" / "deep" / "y").write_bytes(b"y" * 400)
+        (self.data / "z").write_bytes(b"z" * 50)
+
+    def plan(self, *, checksum: bool | None = None) -> datasync.SyncPlan:
+        if checksum is None:
+            return plan_sync(self.snap, self.index, self.data)
+        return plan_sync(self.snap, self.index, self.data, checksum=checksum)
+
+    def sync(self) -> datasync.SyncSummary:
+        return sync_from_snapshot(self.snap, self.index, self.data, self.replaced)
+
+    def record_wrong_sha256(self, relative: str) -> None:
+        """The index says ``relative`` has other content, while every stat of it agrees."""
+        with gzip.open(self.index, "rt") as stream:
+            header, *lines = stream.read().splitlines()
+        records = [json.loads(line) for line in lines]
+        for record in records:
+            if record["p"] == relative:
+                record["h"] = "0" * 64
+        with gzip.open(self.index, "wt") as stream:
+            for line in [header, *(json.dumps(r, separators=(",", ":")) for r in records)]:
+                stream.write(line + "\n")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    return Tree(tmp_path)
+
+
+def cross_device(monkeypatch: pytest.MonkeyPatch, tree: Tree) -> None:
+    """Every rename into ``replaced`` fails as it does out of a mount point."""
+    real: Rename = os.rename
+
+    def rename(source: str, target: str) -> None:
+        if str(target).startswith(f"{tree.replaced}/"):
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), source)
+        real(source, target)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def fake_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, script: str) -> None:
+    """``name`` on the PATH is a shell script that fails as ``script`` says."""
+    fakes = tmp_path / "bin"
+    fakes.mkdir(exist_ok=True)
+    (fakes / name).write_text(f"#!/bin/sh\n{script}\n")
+    (fakes / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fakes}:{os.environ['PATH']}")
+
+
+def test_the_plan_counts_what_setting_aside_copies_out_of_a_mount_point(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree.fail_release()
+    assert tree.plan().bytes_set_aside_elsewhere == 0  # a rename: nothing copied
+    monkeypatch.setattr(Path, "is_mount", lambda path: path == tree.data)
+    plan = tree.plan()
+    assert plan.bytes_set_aside_elsewhere == 1000 + 300 + 400 + 50  # files only, no dir sizes
+    assert (plan.files_to_copy, plan.bytes_to_copy, plan.paths_to_set_aside) == (1, 100, 3)
+
+
+def test_a_missing_data_dir_is_no_mount_point(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Path, "is_mount", lambda path: True)
+    shutil.rmtree(tree.data)
+    assert tree.plan().bytes_set_aside_elsewhere == 0
+
+
+def test_checksum_alone_compares_content_that_every_stat_agrees_on(tree: Tree) -> None:
+    tree.record_wrong_sha256("sub/b.bin")
+    assert tree.plan().files_to_copy == 0  # quick: untouched since the snapshot (inode, ctime)
+    assert tree.plan(checksum=False).files_to_copy == 0
+    assert tree.plan(checksum=True).files_to_copy == 1
+    check_sources(tree.snap, tree.index, tree.data)
+    with pytest.raises(BackupError, match=r"sub/b\.bin is corrupt"):
+        check_sources(tree.snap, tree.index, tree.data, checksum=True)
+
+
+def test_check_sources_reads_only_what_a_sync_would_copy_and_reports_it(tree: Tree) -> None:
+    (tree.snap / "sub" / "c.bin").chmod(0o600)
+    (tree.snap / "sub" / "c.bin").write_bytes(b"\0" * 300)  # damaged, but the live one is right
+    (tree.data / "a.bin").write_bytes(b"r" * 1000)
+    read: list[int] = []
+    check_sources(tree.snap, tree.index, tree.data, done=read.append)
+    assert sum(read) == 100  # the snapshot's a.bin, nothing else
+
+
+def test_a_snapshot_file_that_cannot_be_read_is_named(tree: Tree) -> None:
+    (tree.data / "a.bin").write_bytes(b"r" * 1000)
+    (tree.snap / "a.bin").unlink()
+    with pytest.raises(BackupError, match=r"cannot read .*/snap/a\.bin: .*No such file"):
+        check_sources(tree.snap, tree.index, tree.data)
+
+
+def test_a_set_aside_on_one_file_system_is_a_rename(tree: Tree) -> None:
+    tree.fail_release()
+    inodes = {name: (tree.data / name).lstat().st_ino for name in ("a.bin", "new", "z")}
+    tree.sync()
+    assert describe(tree.data) == tree.expected
+    assert {name: (tree.replaced / name).lstat().st_ino for name in inodes} == inodes
+
+
+def test_out_of_a_mount_point_a_set_aside_is_copied_then_removed(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree.fail_release()
+    cross_device(monkeypatch, tree)
+    summary = tree.sync()
+    assert describe(tree.data) == tree.expected
+    assert summary.set_aside == 3
+    assert (tree.replaced / "a.bin").read_bytes() == b"r" * 1000
+    assert (tree.replaced / "new" / "deep" / "y").read_bytes() == b"y" * 400
+    assert (tree.replaced / "new" / "x").read_bytes() == b"x" * 300
+    assert (tree.replaced / "z").read_bytes() == b"z" * 50
+
+
+def test_a_failed_copy_out_of_a_mount_point_removes_nothing_live(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tree.data / "a.bin").write_bytes(b"r" * 1000)
+    cross_device(monkeypatch, tree)
+    fake_command(tmp_path, monkeypatch, "cp", r"printf 'cp: no room \377\n' >&2; exit 1")
+    with pytest.raises(BackupError) as failed:
+        tree.sync()
+    assert str(failed.value) == (
+        f"cannot set {tree.data}/a.bin aside in {tree.replaced}: cp: no room \ufffd"
+    )
+    assert (tree.data / "a.bin").read_bytes() == b"r" * 1000
+
+
+def test_a_tree_copied_out_of_a_mount_point_that_cannot_be_removed_is_reported(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tree.fail_release()
+    cross_device(monkeypatch, tree)
+    fake_command(tmp_path, monkeypatch, "rm", "exit 1")
+    with pytest.raises(BackupError, match=r"cannot remove .*/data/new after setting it aside"):
+        tree.sync()
+    assert (tree.replaced / "new" / "deep" / "y").read_bytes() == b"y" * 400
+    assert stat.S_ISDIR((tree.data / "new").lstat().st_mode)
