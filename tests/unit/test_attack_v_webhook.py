@@ -31,10 +31,12 @@ class HeldLock:
     def __init__(self) -> None:
         self.held = True
         self.tries = 0
+        self.tried = asyncio.Event()
         self.ran: list[RollbackRequest] = []
 
     async def __call__(self, request: RollbackRequest) -> None:
         self.tries += 1
+        self.tried.set()
         if self.held:
             raise LockedError("another specivod operation holds the lock (pid 7: backup)")
         self.ran.append(request)
@@ -69,7 +71,8 @@ async def app_parts() -> AsyncIterator[tuple[Client, HeldLock, Clock]]:
 async def _until_tried(lock: HeldLock, tries: int) -> None:
     async with asyncio.timeout(10):
         while lock.tries < tries:
-            await asyncio.sleep(0.005)
+            lock.tried.clear()
+            await lock.tried.wait()
 
 
 @pytest.mark.xfail(
