@@ -10,12 +10,15 @@ Driven through the real ``ComposeDeployment`` on the fake compose command and fa
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from specivod.adapters import compose as compose_module
-from tests.unit.test_attack_w_outage import FakeEngine, _deployment
+from specivod.domain.errors import DeploymentError
+from tests.unit.test_attack_w_outage import FAKE_ENGINE_COMPOSE, FakeEngine, _deployment
 
 
 @pytest.mark.xfail(
@@ -55,3 +58,50 @@ async def test_an_outage_already_over_does_not_start_what_the_rollback_stopped_l
     assert engine.started() == [], "started the release the rollback had stopped"
     assert not engine.containers()["api"]["running"]
     assert not engine.containers()["worker"]["running"]
+
+
+CONFIG_WITHOUT_ENGINE = FAKE_ENGINE_COMPOSE.replace(
+    'if os.path.exists(os.environ["FAKE_ENGINE_DOWN"]):',
+    'if args[0] != "config" and os.path.exists(os.environ["FAKE_ENGINE_DOWN"]):',
+)
+"""Like real compose v2 (checked with 2.26 against a socket nobody listens on): ``config``
+renders the project without the Docker Engine and exits 0."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "finding V5: a `compose config` that succeeds while the engine is already gone counts "
+        "as the engine 'last seen working', so the containers its death stopped (before that) "
+        "are not started again when it is back"
+    ),
+)
+async def test_a_config_run_after_the_engine_died_is_not_a_sign_of_life(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FakeEngine(tmp_path)
+    engine.script.write_text(CONFIG_WITHOUT_ENGINE)
+    monkeypatch.setattr(compose_module, "engine_problem", engine.problem)
+    deployment = _deployment(tmp_path, engine)
+    assert (await deployment.service_state("db")).running  # the engine seen working
+
+    # dockerd dies (a package upgrade restarts it): every container stops with it.
+    engine.down.touch()
+    died = datetime.now(UTC)
+    containers = engine.containers()
+    for container in containers.values():
+        container["running"] = False
+    engine.state.write_text(json.dumps(containers))
+    engine.stopped_at(["db", "api", "worker"], died)
+    await asyncio.sleep(0.01)
+
+    # The next step renders the project first (app_services, or versioned_services after
+    # .env changed), then touches the engine and fails.
+    await deployment.app_services()
+    with pytest.raises(DeploymentError):
+        await deployment.stop(["api", "worker"])
+
+    engine.down.unlink()  # dockerd is back; these containers have no restart policy
+    await deployment.recover_from_outage()
+
+    assert "db" in engine.started(), "the database its death stopped stays stopped"
