@@ -88,7 +88,7 @@ def cross_device(monkeypatch: pytest.MonkeyPatch, tree: Tree) -> None:
 
 
 def fake_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, script: str) -> None:
-    """``name`` on the PATH is a shell script that fails as ``script`` says."""
+    """``name`` on the PATH is the shell script ``script``."""
     fakes = tmp_path / "bin"
     fakes.mkdir(exist_ok=True)
     (fakes / name).write_text(f"#!/bin/sh\n{script}\n")
@@ -185,3 +185,19 @@ def test_a_tree_copied_out_of_a_mount_point_that_cannot_be_removed_is_reported(
         tree.sync()
     assert (tree.replaced / "new" / "deep" / "y").read_bytes() == b"y" * 400
     assert stat.S_ISDIR((tree.data / "new").lstat().st_mode)
+
+
+def test_removing_a_tree_copied_out_of_a_mount_point_stays_on_its_file_system(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tree.fail_release()
+    cross_device(monkeypatch, tree)
+    arguments, real_rm = tmp_path / "rm-arguments", shutil.which("rm")
+    fake_command(
+        tmp_path, monkeypatch, "rm", f'printf "%s\\n" "$@" >> {arguments}; exec {real_rm} "$@"'
+    )
+    tree.sync()
+    assert describe(tree.data) == tree.expected
+    told = arguments.read_text().splitlines()
+    assert "--one-file-system" in told  # a mount inside the set-aside tree is left alone
+    assert told[-1] == f"{tree.data}/new"
