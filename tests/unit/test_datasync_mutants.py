@@ -201,3 +201,15 @@ def test_removing_a_tree_copied_out_of_a_mount_point_stays_on_its_file_system(
     told = arguments.read_text().splitlines()
     assert "--one-file-system" in told  # a mount inside the set-aside tree is left alone
     assert told[-1] == f"{tree.data}/new"
+
+
+def test_a_file_whose_name_is_not_utf8_is_brought_back(tmp_path: Path) -> None:
+    data, name = tmp_path / "data", os.fsdecode(b"caf\xe9.bin")
+    data.mkdir()
+    (data / name).write_bytes(b"snapshot")
+    take_snapshot(data, tmp_path / "snap", tmp_path / "snap.index", None)
+    expected = describe(data)
+    (data / name).write_bytes(b"failed release")
+    sync_from_snapshot(tmp_path / "snap", tmp_path / "snap.index", data, tmp_path / "aside")
+    assert describe(data) == expected
+    assert (tmp_path / "aside" / name).read_bytes() == b"failed release"
