@@ -121,6 +121,7 @@ def test_checksum_alone_compares_content_that_every_stat_agrees_on(tree: Tree) -
     check_sources(tree.snap, tree.index, tree.data)
     with pytest.raises(BackupError, match=r"sub/b\.bin is corrupt"):
         check_sources(tree.snap, tree.index, tree.data, checksum=True)
+    assert (tree.sync().copied, describe(tree.data)) == (0, tree.expected)
 
 
 def test_check_sources_reads_only_what_a_sync_would_copy_and_reports_it(tree: Tree) -> None:
@@ -213,3 +214,37 @@ def test_a_file_whose_name_is_not_utf8_is_brought_back(tmp_path: Path) -> None:
     sync_from_snapshot(tmp_path / "snap", tmp_path / "snap.index", data, tmp_path / "aside")
     assert describe(data) == expected
     assert (tmp_path / "aside" / name).read_bytes() == b"failed release"
+
+
+def test_the_replaced_tree_is_never_the_root(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="not beside"):
+        sync_from_snapshot(
+            tmp_path / "snap", tmp_path / "no-index", Path("/specivod-no-such-dir"), Path("/")
+        )
+
+
+def test_a_data_dir_whose_parent_is_missing_too_is_created(tree: Tree) -> None:
+    data, replaced = tree.data.parent / "new-host" / "data", tree.data.parent / "new-host" / "aside"
+    sync_from_snapshot(tree.snap, tree.index, data, replaced)
+    assert describe(data) == tree.expected
+
+
+def test_each_rename_and_each_byte_copied_is_told(tree: Tree) -> None:
+    tree.fail_release()
+    steps: list[tuple[str, str]] = []
+    copied: list[int] = []
+    sync_from_snapshot(
+        tree.snap,
+        tree.index,
+        tree.data,
+        tree.replaced,
+        done=copied.append,
+        step=lambda what, path: steps.append((what, path)),
+    )
+    assert sorted(steps) == [
+        ("placed", "a.bin"),
+        ("set-aside", "a.bin"),
+        ("set-aside", "new"),
+        ("set-aside", "z"),
+    ]
+    assert sum(copied) == 100
