@@ -18,7 +18,12 @@ from pathlib import Path
 import pytest
 
 from specivod.adapters.backup import datasync
-from specivod.adapters.backup.datasync import check_sources, plan_sync, sync_from_snapshot
+from specivod.adapters.backup.datasync import (
+    SyncSummary,
+    check_sources,
+    plan_sync,
+    sync_from_snapshot,
+)
 from specivod.adapters.backup.snapshot import take_snapshot
 from specivod.domain.errors import BackupError
 from tests.unit.snapshot_kit import describe
@@ -122,6 +127,9 @@ def test_checksum_alone_compares_content_that_every_stat_agrees_on(tree: Tree) -
     with pytest.raises(BackupError, match=r"sub/b\.bin is corrupt"):
         check_sources(tree.snap, tree.index, tree.data, checksum=True)
     assert (tree.sync().copied, describe(tree.data)) == (0, tree.expected)
+    with pytest.raises(BackupError, match=r"sub/b\.bin does not match its sha256"):
+        sync_from_snapshot(tree.snap, tree.index, tree.data, tree.replaced, checksum=True)
+    assert (tree.data / "sub" / "b.bin").read_bytes() == bytes([200]) * 200
 
 
 def test_check_sources_reads_only_what_a_sync_would_copy_and_reports_it(tree: Tree) -> None:
@@ -143,7 +151,10 @@ def test_a_snapshot_file_that_cannot_be_read_is_named(tree: Tree) -> None:
 def test_a_set_aside_on_one_file_system_is_a_rename(tree: Tree) -> None:
     tree.fail_release()
     inodes = {name: (tree.data / name).lstat().st_ino for name in ("a.bin", "new", "z")}
-    tree.sync()
+    summary = tree.sync()
+    assert summary == SyncSummary(
+        copied=1, bytes_copied=100, set_aside=3, unchanged=5, metadata_fixed=1
+    )  # unchanged: ".", sub, sub/b.bin, sub/c.bin, link; fixed: the mtime of "."
     assert describe(tree.data) == tree.expected
     assert {name: (tree.replaced / name).lstat().st_ino for name in inodes} == inodes
 
@@ -248,3 +259,10 @@ def test_each_rename_and_each_byte_copied_is_told(tree: Tree) -> None:
         ("set-aside", "z"),
     ]
     assert sum(copied) == 100
+
+
+def test_a_failure_on_the_way_names_the_data_dir(tree: Tree) -> None:
+    not_a_dir = tree.data.parent / "file"
+    not_a_dir.write_bytes(b"")
+    with pytest.raises(BackupError, match=r"cannot bring .*/file back to the snapshot: "):
+        sync_from_snapshot(tree.snap, tree.index, not_a_dir, tree.data.parent / "aside")
