@@ -266,3 +266,35 @@ def test_a_failure_on_the_way_names_the_data_dir(tree: Tree) -> None:
     not_a_dir.write_bytes(b"")
     with pytest.raises(BackupError, match=r"cannot bring .*/file back to the snapshot: "):
         sync_from_snapshot(tree.snap, tree.index, not_a_dir, tree.data.parent / "aside")
+
+
+def test_symlinks_put_where_the_snapshot_has_a_directory_or_file_are_never_followed(
+    tree: Tree, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "dir" / "b.bin").write_bytes(b"not the app's")
+    (outside / "dir" / "precious").write_bytes(b"not the app's either")
+    (outside / "file").write_bytes(b"someone else's")
+    before = describe(outside)
+    shutil.rmtree(tree.data / "sub")
+    (tree.data / "sub").symlink_to(outside / "dir")
+    (tree.data / "a.bin").unlink()
+    (tree.data / "a.bin").symlink_to(outside / "file")
+    tree.sync()
+    assert describe(tree.data) == tree.expected
+    assert describe(outside) == before
+    assert (tree.replaced / "sub").readlink() == outside / "dir"
+    assert (tree.replaced / "a.bin").readlink() == outside / "file"
+
+
+def test_a_data_dir_that_is_a_symlink_to_a_directory_is_synced_in_place(
+    tree: Tree, tmp_path: Path
+) -> None:
+    tree.fail_release()
+    link = tmp_path / "data-link"
+    link.symlink_to(tree.data)
+    sync_from_snapshot(tree.snap, tree.index, link, tmp_path / "aside")
+    assert link.is_symlink()
+    assert describe(tree.data) == tree.expected
+    assert (tmp_path / "aside" / "a.bin").read_bytes() == b"r" * 1000
