@@ -441,6 +441,7 @@ def summary(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "load_at_end": os.getloadavg()},
         "seed": arguments.seed,
+        "revision": _revision(),
         "boot": BOOTS[arguments.boot],
         "kill_moments": (
             f"a random 0-{AT_STATE_DELAY} s after the upgrade printed each step in turn"
@@ -463,6 +464,20 @@ def summary(
         "not_covered": NOT_COVERED,
         "per_run": [{**asdict(run), "boot_started": None} for run in runs],
     }
+
+
+def _revision() -> str:
+    """The commit measured, and the files that differed from it (a shared working tree)."""
+
+    def git(*arguments: str) -> str:
+        command = ["git", *arguments]
+        return subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT).stdout
+
+    dirty = " ".join(
+        line[3:] for line in git("status", "--porcelain", "-uno", "specivod").split("\n") if line
+    )
+    head = git("rev-parse", "--short", "HEAD").strip()
+    return head + (f" with uncommitted changes in {dirty}" if dirty else "")
 
 
 def _count(values: Any) -> dict[str, int]:
