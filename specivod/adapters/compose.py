@@ -50,6 +50,8 @@ ENGINE_WAIT = 300.0
 """Seconds a transaction waits for a Docker Engine that went away to answer again."""
 ENGINE_PING_TIMEOUT = 5
 _ENGINE_GONE = ("Cannot connect to the Docker daemon", "Is the docker daemon running")
+_WITHOUT_ENGINE = (("config",), ("version",))
+"""Compose commands that succeed without the Docker Engine: no sign that it works."""
 
 
 def engine_problem(
@@ -137,6 +139,9 @@ class ComposeDeployment:
         self._rendered: _Rendered | None = None
         self._last_contact: datetime | None = None
         self._unreachable_since: datetime | None = None
+        self._back_at: datetime | None = None
+        """The first engine contact that worked after ``_unreachable_since``: the outage ended
+        there, and only what stopped between the two was stopped by it."""
 
     @property
     def env_path(self) -> Path:
@@ -186,6 +191,7 @@ class ComposeDeployment:
         timeout: float | None = None,
     ) -> Completed:
         """Run one compose command; the result is returned whatever its exit code."""
+        began = datetime.now(UTC)
         try:
             result = await run(
                 [*self._arguments(), *arguments],
@@ -200,9 +206,11 @@ class ComposeDeployment:
             raise DeploymentError(str(error)) from None
         except OSError as error:
             raise DeploymentError(f"cannot run {self._command[0]}: {error}") from None
-        if result.ok:
+        if result.ok and arguments[:1] not in _WITHOUT_ENGINE:
             self._last_contact = datetime.now(UTC)
-        else:
+            if self._unreachable_since is not None and self._back_at is None:
+                self._back_at = began  # what this command itself stopped is not the outage's
+        elif not result.ok:
             await self._failed_contact(result.stderr)
         return result
 
@@ -232,10 +240,10 @@ class ComposeDeployment:
                     f"{since.isoformat(timespec='seconds')})"
                 )
             await asyncio.sleep(1)
-        self._unreachable_since = None
+        back_at, self._unreachable_since, self._back_at = self._back_at, None, None
         self.close()  # a client of the engine before its restart
         states = [await self.service_state(service) for service in await self.services()]
-        stopped = stopped_since(states, since)
+        stopped = stopped_since(states, since, back_at)
         if stopped:
             await self._checked("start", *stopped)
             await self._until_healthy(stopped)

@@ -50,10 +50,13 @@ def finished_at(state: ServiceState) -> datetime | None:
     return moment.replace(microsecond=micro)
 
 
-def stopped_since(states: Iterable[ServiceState], since: datetime) -> list[str]:
-    """The services whose container is stopped and stopped after ``since`` (to the
+def stopped_since(
+    states: Iterable[ServiceState], since: datetime, until: datetime | None = None
+) -> list[str]:
+    """The services whose container is stopped, and stopped after ``since`` (to the
     microsecond: a container this transaction stopped just before ``since``, in the same
-    second, stays stopped)."""
+    second, stays stopped) and not after ``until``, the first moment the engine was seen
+    working again: what was stopped after that was stopped on purpose (a rollback's STOPPING)."""
     return [
         state.service
         for state in states
@@ -61,6 +64,7 @@ def stopped_since(states: Iterable[ServiceState], since: datetime) -> list[str]:
         and not state.running
         and (stopped := finished_at(state)) is not None
         and stopped > since
+        and (until is None or stopped <= until)
     ]
 
 

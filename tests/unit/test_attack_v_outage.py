@@ -1,7 +1,8 @@
 """Attack review V (engine-outage recovery, today's W1 fix): an outage the adapter noticed but
 no step consumed stays armed; a later, unrelated step failure then "recovers" from it and starts
-what the rollback stopped on purpose. ``xfail(strict=True)`` proves a defect on the current code;
-the marker goes with the fix.
+what the rollback stopped on purpose. Fixed: the outage ends at the first engine contact that
+works after it, and only what stopped between the two is started again; ``compose config`` (which
+works without the engine) is no sign of life.
 
 Driven through the real ``ComposeDeployment`` on the fake compose command and fake inspect of
 ``test_attack_w_outage`` (the engine is "down" while a flag file exists).
@@ -25,15 +26,6 @@ from tests.unit.fakes import FakeDeployment, FakeRelease, World
 from tests.unit.test_attack_w_outage import FAKE_ENGINE_COMPOSE, FakeEngine, _deployment
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V1: an outage seen by a compose call whose failure the engine swallows "
-        "(ROLLING_BACK's ensure_images via _report_problem) leaves _unreachable_since armed; "
-        "STOPPING then stops the app after it, and the next unrelated step failure's "
-        "recover_from_outage starts the stopped (failed) release again"
-    ),
-)
 async def test_an_outage_already_over_does_not_start_what_the_rollback_stopped_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -72,14 +64,6 @@ CONFIG_WITHOUT_ENGINE = FAKE_ENGINE_COMPOSE.replace(
 renders the project without the Docker Engine and exits 0."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V5: a `compose config` that succeeds while the engine is already gone counts "
-        "as the engine 'last seen working', so the containers its death stopped (before that) "
-        "are not started again when it is back"
-    ),
-)
 async def test_a_config_run_after_the_engine_died_is_not_a_sign_of_life(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,15 +97,17 @@ async def test_a_config_run_after_the_engine_died_is_not_a_sign_of_life(
 
 class RememberedOutage(FakeDeployment):
     """The compose adapter's outage rule on the fake world (proven on the adapter above): an
-    outage is noticed by a failed call and remembered until ``recover_from_outage``, which
-    starts the app when it was stopped after the outage was noticed. The engine goes away
-    while the rollback checks the previous version's images, and the previous images cannot
-    be brought up (their pull failed then; the registry is still away)."""
+    outage is noticed by a failed call and remembered until ``recover_from_outage``; the first
+    call that works after it closes the outage, and only what stopped inside it is started
+    again. The engine goes away while the rollback checks the previous version's images, and
+    the previous images cannot be brought up (their pull failed then; the registry is still
+    away)."""
 
     def __init__(self, world: World) -> None:
         super().__init__(world)
         self.outage_noticed = False
-        self.stopped_since_outage = False
+        self.outage_over = False
+        self.stopped_inside_outage = False
 
     async def ensure_images(self, version: str) -> None:
         self.world.calls.append(f"ensure images {version} (engine gone)")
@@ -129,8 +115,9 @@ class RememberedOutage(FakeDeployment):
         raise DeploymentError(f"cannot pull {version}: Cannot connect to the Docker daemon")
 
     async def stop(self, services: Sequence[str]) -> None:
+        self.outage_over = self.outage_noticed  # this call works: the outage ended as it began
         await super().stop(services)
-        self.stopped_since_outage = self.outage_noticed
+        self.stopped_inside_outage = self.outage_noticed and not self.outage_over
 
     async def up(self, version: str) -> None:
         if version == PREVIOUS:
@@ -141,23 +128,15 @@ class RememberedOutage(FakeDeployment):
     async def recover_from_outage(self) -> str | None:
         if not self.outage_noticed:
             return None
-        self.outage_noticed = False
-        if self.stopped_since_outage and self.world.stopped:
+        self.outage_noticed = self.outage_over = False
+        if self.stopped_inside_outage and self.world.stopped:
             await self.start(self.app)
-        return "the Docker Engine is back; started again what its restart stopped: api"
+        return "the Docker Engine is back"
 
 
 PREVIOUS = "0.1.10"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V1 end to end: after a restore, RESTARTING's failure 'recovers' from the "
-        "outage seen at ROLLING_BACK and starts the failed release on the restored database; "
-        "the transaction ends ROLLBACK_FAILED with that release serving"
-    ),
-)
 async def test_a_failed_rollback_does_not_leave_the_failed_release_serving(
     tmp_path: Path,
 ) -> None:
