@@ -42,6 +42,12 @@ class ServiceState:
         return self.status == "running"
 
     @property
+    def active(self) -> bool:
+        """Running, or about to run again: in a restart policy's back-off (``restarting``), or
+        paused. What ``compose stop`` has to stop before data is read or replaced."""
+        return self.status in ("running", "restarting", "paused")
+
+    @property
     def healthy(self) -> bool:
         """Running, and healthy when the image or compose file defines a healthcheck."""
         return self.running and self.health in (None, "healthy")

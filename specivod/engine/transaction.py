@@ -138,6 +138,15 @@ async def _running(context: Context) -> list[str]:
     ]
 
 
+async def _active(context: Context) -> list[str]:
+    """The app services running or about to run again (a crash loop's back-off, paused)."""
+    return [
+        service
+        for service in await context.deployment.app_services()
+        if (await context.deployment.service_state(service)).active
+    ]
+
+
 def abort(context: Context, transaction: Transaction, reason: str) -> Transaction:
     """End a transaction that never touched the running app, ``.env`` as it was. When even that
     fails the transaction stays open, and the next start tries the abort again."""
@@ -342,7 +351,7 @@ async def _safety_backup(context: Context, transaction: Transaction) -> Transact
     replaces it; then the room to swap the data dir is checked again, now that the safety
     backup took its share. If either fails, nothing is restored. The app is stopped again
     first: after a kill or an engine outage, dockerd may have started it (``restart: always``)."""
-    if await _running(context):
+    if await _active(context):
         await context.deployment.stop(await context.deployment.app_services())
     safety = await _save_replaced_state(context, transaction)
     if transaction.backup_id is not None:
@@ -392,7 +401,7 @@ async def _restore(context: Context, transaction: Transaction) -> Transaction:
     """RESTORING, app stopped. An app found running again (dockerd started it after a kill or an
     outage) may have written since the safety backup: it is stopped, and SAFETY_BACKUP saves
     that state before the restore replaces it — at most ``MAX_SAFETY_BACKUPS`` times."""
-    if running := await _running(context):
+    if running := await _active(context):
         await context.deployment.stop(await context.deployment.app_services())
         taken = sum(
             step.state is State.SAFETY_BACKUP for step in context.journal.steps(transaction.id)

@@ -2,8 +2,8 @@
 goes back to SAFETY_BACKUP when it finds it running): "runs" is Docker's status ``running``.
 A release that crash-loops under ``restart: always`` spends its back-off in status
 ``restarting``, and dockerd starts it again a moment later: it is not stopped, and the safety
-backup and the restore run under it. ``xfail(strict=True)`` proves a defect on the current code;
-the marker goes with the fix.
+backup and the restore run under it. Fixed: a service running, restarting or paused is stopped
+first (``ServiceState.active``).
 """
 
 from __future__ import annotations
@@ -42,14 +42,6 @@ class CrashLooping(FakeDeployment):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V6: _running() counts only status 'running'; a failed release crash-looping "
-        "under restart: always (status 'restarting' in its back-off) is never stopped, so the "
-        "resumed rollback's safety backup and restore run while dockerd keeps starting it"
-    ),
-)
 @pytest.mark.parametrize("killed_in", [State.SAFETY_BACKUP, State.RESTORING])
 async def test_a_resumed_rollback_stops_a_crash_looping_release_first(
     tmp_path: Path, killed_in: State
