@@ -298,3 +298,39 @@ def test_a_data_dir_that_is_a_symlink_to_a_directory_is_synced_in_place(
     assert link.is_symlink()
     assert describe(tree.data) == tree.expected
     assert (tmp_path / "aside" / "a.bin").read_bytes() == b"r" * 1000
+
+
+def test_only_this_modules_temp_files_are_removed_the_apps_are_set_aside_or_kept(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "cache.tmp").write_bytes(b"the app's, in the snapshot")
+    take_snapshot(data, tmp_path / "snap", tmp_path / "snap.index", None)
+    expected = describe(data)
+    (data / "upload.tmp").write_bytes(b"the app's, added since")
+    (data / f"{datasync.TEMP_PREFIX}notes").write_bytes(b"the app's, named oddly")
+    (data / "sub" / "added").write_bytes(b"added in a directory the snapshot has")
+    (data / "sub" / datasync.temp_name("x")).write_bytes(b"half a copy of a killed run")
+    sync_from_snapshot(tmp_path / "snap", tmp_path / "snap.index", data, tmp_path / "aside")
+    assert describe(data) == expected
+    assert sorted(
+        str(p.relative_to(tmp_path / "aside")) for p in (tmp_path / "aside").rglob("*")
+    ) == [
+        f"{datasync.TEMP_PREFIX}notes",
+        "sub",
+        "sub/added",
+        "upload.tmp",
+    ]
+
+
+def test_a_file_is_copied_to_a_temp_name_beside_its_target(tree: Tree) -> None:
+    (tree.data / "sub" / "b.bin").write_bytes(b"r" * 1000)
+    seen: list[list[str]] = []
+
+    def copying(_: int) -> None:
+        seen.append(sorted(path.name for path in (tree.data / "sub").iterdir()))
+
+    sync_from_snapshot(tree.snap, tree.index, tree.data, tree.replaced, done=copying)
+    assert seen == [sorted(["b.bin", "c.bin", datasync.temp_name("b.bin")])]
+    assert describe(tree.data) == tree.expected
