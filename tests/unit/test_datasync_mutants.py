@@ -334,3 +334,13 @@ def test_a_file_is_copied_to_a_temp_name_beside_its_target(tree: Tree) -> None:
     sync_from_snapshot(tree.snap, tree.index, tree.data, tree.replaced, done=copying)
     assert seen == [sorted(["b.bin", "c.bin", datasync.temp_name("b.bin")])]
     assert describe(tree.data) == tree.expected
+
+
+def test_a_symlink_is_put_back_with_its_own_times_and_its_target_untouched(tree: Tree) -> None:
+    link, target = tree.data / "link", tree.data / "a.bin"
+    times = (link.lstat().st_mtime_ns, target.lstat().st_mtime_ns)
+    link.unlink()
+    link.symlink_to("sub/b.bin")
+    tree.sync()
+    assert describe(tree.data) == tree.expected
+    assert (link.lstat().st_mtime_ns, target.lstat().st_mtime_ns) == times
