@@ -344,3 +344,20 @@ def test_a_symlink_is_put_back_with_its_own_times_and_its_target_untouched(tree:
     tree.sync()
     assert describe(tree.data) == tree.expected
     assert (link.lstat().st_mtime_ns, target.lstat().st_mtime_ns) == times
+
+
+def test_the_directory_a_path_is_set_aside_into_is_synced(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tree.data / "sub" / "added").write_bytes(b"added since")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    tree.sync()
+    assert (tree.replaced / "sub" / "added").read_bytes() == b"added since"
+    assert {f"{tree.replaced}/sub", f"{tree.data}/sub"} <= set(synced)
