@@ -354,7 +354,7 @@ def test_the_directory_a_path_is_set_aside_into_is_synced(
     real_fsync = os.fsync
 
     def fsync(descriptor: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        synced.append(str(Path(f"/proc/self/fd/{descriptor}").readlink()))
         real_fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", fsync)
