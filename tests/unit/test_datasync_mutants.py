@@ -360,4 +360,45 @@ def test_the_directory_a_path_is_set_aside_into_is_synced(
     monkeypatch.setattr(os, "fsync", fsync)
     tree.sync()
     assert (tree.replaced / "sub" / "added").read_bytes() == b"added since"
-    assert {f"{tree.replaced}/sub", f"{tree.data}/sub"} <= set(synced)
+    assert {f"{tree.replaced}/sub", f"{tree.replaced}", f"{tree.data}/sub"} <= set(synced)
+    assert str(tree.replaced.parent) in synced  # where the replaced tree was made
+
+
+def test_a_directory_already_in_the_replaced_tree_is_reused(tree: Tree) -> None:
+    (tree.replaced / "sub").mkdir(parents=True)
+    (tree.replaced / "sub" / "earlier").write_bytes(b"set aside by an earlier run")
+    (tree.data / "sub" / "added").write_bytes(b"added since")
+    tree.sync()
+    assert sorted(path.name for path in (tree.replaced / "sub").iterdir()) == ["added", "earlier"]
+
+
+def test_a_symlink_with_another_target_differs_even_with_the_same_times(tree: Tree) -> None:
+    link = tree.data / "link"
+    status = link.lstat()
+    link.unlink()
+    link.symlink_to("sub/c.bin")
+    os.utime(link, ns=(status.st_atime_ns, status.st_mtime_ns), follow_symlinks=False)
+    tree.sync()
+    assert describe(tree.data) == tree.expected
+    assert str((tree.replaced / "link").readlink()) == "sub/c.bin"
+
+
+def test_hard_links_are_brought_back_as_links_and_their_set_aside_copy_is_apart(
+    tmp_path: Path,
+) -> None:
+    data, snap, index, aside = (tmp_path / name for name in ("data", "snap", "index", "aside"))
+    data.mkdir()
+    (data / "one").write_bytes(b"snapshot")
+    os.link(data / "one", data / "two")
+    (data / "three").write_bytes(b"alone")
+    take_snapshot(data, snap, index, None)
+    expected = describe(data)
+    assert sync_from_snapshot(snap, index, data, aside).copied == 0
+    (data / "one").write_bytes(b"failed release")  # in place: "two" changes with it
+    summary = sync_from_snapshot(snap, index, data, aside)
+    assert describe(data) == expected
+    assert (summary.copied, summary.bytes_copied, summary.set_aside) == (2, 8, 2)
+    assert (aside / "one").read_bytes() == (aside / "two").read_bytes() == b"failed release"
+    assert (aside / "one").stat().st_ino != (data / "one").stat().st_ino
+    again = sync_from_snapshot(snap, index, data, aside)
+    assert (again.copied, again.set_aside, again.unchanged) == (0, 0, 4)
