@@ -402,3 +402,9 @@ def test_hard_links_are_brought_back_as_links_and_their_set_aside_copy_is_apart(
     assert (aside / "one").stat().st_ino != (data / "one").stat().st_ino
     again = sync_from_snapshot(snap, index, data, aside)
     assert (again.copied, again.set_aside, again.unchanged) == (0, 0, 4)
+
+
+def test_a_file_whose_mode_alone_changed_is_brought_back(tree: Tree) -> None:
+    (tree.data / "sub" / "c.bin").chmod(0o666)
+    assert tree.sync().copied == 1
+    assert describe(tree.data) == tree.expected
