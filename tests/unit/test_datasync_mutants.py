@@ -408,3 +408,33 @@ def test_a_file_whose_mode_alone_changed_is_brought_back(tree: Tree) -> None:
     (tree.data / "sub" / "c.bin").chmod(0o666)
     assert tree.sync().copied == 1
     assert describe(tree.data) == tree.expected
+
+
+def test_a_taken_name_in_the_replaced_tree_is_never_merged_into(tree: Tree) -> None:
+    (tree.replaced / "new").mkdir(parents=True)
+    (tree.replaced / "new" / "x").write_bytes(b"set aside by an earlier run")
+    (tree.replaced / "a.bin").mkdir()
+    tree.fail_release()
+    tree.sync()
+    assert (tree.replaced / "new" / "x").read_bytes() == b"set aside by an earlier run"
+    assert (tree.replaced / "new~1" / "x").read_bytes() == b"x" * 300
+    assert (tree.replaced / "a.bin~1").read_bytes() == b"r" * 1000
+
+
+def test_content_written_in_place_with_the_mtime_put_back_is_found(tree: Tree) -> None:
+    live = tree.data / "sub" / "b.bin"
+    status = live.stat()
+    live.write_bytes(b"w" * 200)
+    os.utime(live, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert tree.sync().copied == 1
+    assert describe(tree.data) == tree.expected
+
+
+def test_a_snapshot_file_replaced_by_a_symlink_is_not_followed(tree: Tree, tmp_path: Path) -> None:
+    (tmp_path / "lookalike").write_bytes((tree.snap / "a.bin").read_bytes())
+    (tree.snap / "a.bin").unlink()
+    (tree.snap / "a.bin").symlink_to(tmp_path / "lookalike")
+    (tree.data / "a.bin").write_bytes(b"r" * 1000)
+    with pytest.raises(BackupError, match=r"the snapshot's a\.bin cannot be read: "):
+        tree.sync()
+    assert (tree.data / "a.bin").read_bytes() == b"r" * 1000
