@@ -327,12 +327,15 @@ def test_only_this_modules_temp_files_are_removed_the_apps_are_set_aside_or_kept
 def test_a_file_is_copied_to_a_temp_name_beside_its_target(tree: Tree) -> None:
     (tree.data / "sub" / "b.bin").write_bytes(b"r" * 1000)
     seen: list[list[str]] = []
+    modes: list[int] = []
 
     def copying(_: int) -> None:
         seen.append(sorted(path.name for path in (tree.data / "sub").iterdir()))
+        modes.append(stat.S_IMODE((tree.data / "sub" / datasync.temp_name("b.bin")).stat().st_mode))
 
     sync_from_snapshot(tree.snap, tree.index, tree.data, tree.replaced, done=copying)
     assert seen == [sorted(["b.bin", "c.bin", datasync.temp_name("b.bin")])]
+    assert modes == [0o600]  # a half-made copy is nobody else's to read
     assert describe(tree.data) == tree.expected
 
 
