@@ -3,6 +3,7 @@
 Upgrade:
     PLANNED → BACKING_UP → PULLING → PINNED → STARTING → VERIFYING → SUCCEEDED
     any failure before STARTING          → ABORTED (.env restored; the running app never stopped)
+    killed in PINNED, and the target started since (a boot's compose up) → ROLLING_BACK
     failure in STARTING or VERIFYING     → ROLLING_BACK → STOPPING → [SAFETY_BACKUP → RESTORING]
                                            → RESTARTING → ROLLED_BACK
     the rollback itself fails            → ROLLBACK_FAILED
@@ -60,7 +61,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.PLANNED: frozenset({State.BACKING_UP, State.ROLLING_BACK, State.ABORTED}),
     State.BACKING_UP: frozenset({State.PULLING, State.ABORTED}),
     State.PULLING: frozenset({State.PINNED, State.ABORTED}),
-    State.PINNED: frozenset({State.STARTING, State.ABORTED}),
+    State.PINNED: frozenset({State.STARTING, State.ROLLING_BACK, State.ABORTED}),
     State.STARTING: frozenset({State.VERIFYING, State.ROLLING_BACK}),
     State.VERIFYING: frozenset({State.SUCCEEDED, State.ROLLING_BACK}),
     State.ROLLING_BACK: frozenset({State.STOPPING, State.ABORTED, State.ROLLBACK_FAILED}),

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     restored INTEGER NOT NULL DEFAULT 0,
     data_aside TEXT,
     safety_backup_id TEXT,
+    earlier_safety_backups TEXT,
     serving TEXT,
     reason TEXT,
     started_at TEXT NOT NULL,
@@ -53,7 +54,11 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 CREATE INDEX IF NOT EXISTS steps_by_transaction ON steps (transaction_id, id);
 """
-_COLUMNS_ADDED_LATER = {"safety_backup_id": "TEXT", "serving": "TEXT"}
+_COLUMNS_ADDED_LATER = {
+    "safety_backup_id": "TEXT",
+    "earlier_safety_backups": "TEXT",
+    "serving": "TEXT",
+}
 """Columns a journal written by an older specivod lacks; added when it is opened."""
 
 
@@ -81,6 +86,9 @@ class Transaction:
     data_aside: str | None
     safety_backup_id: str | None
     """The backup of the state a restore replaced, taken before the restore."""
+    earlier_safety_backups: str | None
+    """Safety backups this transaction took before ``safety_backup_id`` (comma-separated): a
+    restore that found the app running again took another; each may hold rows no other has."""
     serving: str | None
     """The app services running when a rollback or restore began, comma-separated (empty when
     none ran); the only ones it starts again when it gives up before replacing anything."""
@@ -110,6 +118,7 @@ _UPDATABLE = {
     "restored",
     "data_aside",
     "safety_backup_id",
+    "earlier_safety_backups",
     "serving",
     "reason",
 }
@@ -139,6 +148,7 @@ def _row_to_transaction(row: sqlite3.Row) -> Transaction:
         restored=bool(values["restored"]),
         data_aside=values["data_aside"],
         safety_backup_id=values["safety_backup_id"],
+        earlier_safety_backups=values["earlier_safety_backups"],
         serving=values["serving"],
         reason=values["reason"],
         started_at=datetime.fromisoformat(values["started_at"]),
@@ -341,7 +351,8 @@ class Journal:
         terminal = tuple(state.value for state in State if state.is_terminal)
         marks = ", ".join("?" for _ in terminal)
         rows = self._query(
-            "SELECT backup_id, safety_backup_id FROM transactions WHERE "  # noqa: S608
+            "SELECT backup_id, safety_backup_id, earlier_safety_backups "  # noqa: S608
+            "FROM transactions WHERE "
             f"state NOT IN ({marks}) "
             "OR state = ? "
             "OR id = (SELECT MAX(id) FROM transactions WHERE kind = ? AND state = ?) "
@@ -349,6 +360,8 @@ class Journal:
             (*terminal, State.ROLLBACK_FAILED.value, Kind.UPGRADE.value, State.SUCCEEDED.value),
         )
         needed = {row[column] for row in rows for column in ("backup_id", "safety_backup_id")}
+        for row in rows:
+            needed.update((row["earlier_safety_backups"] or "").split(","))
         return sorted(backup_id for backup_id in needed if backup_id)
 
     def set_aside_still_needed(self) -> list[str]:

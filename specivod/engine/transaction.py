@@ -60,10 +60,36 @@ async def drive(context: Context, transaction: Transaction) -> Transaction:
 
 async def resume(context: Context, transaction: Transaction) -> Transaction:
     """Finish a transaction a killed process left. An upgrade that had not started the new
-    version is aborted, not continued: the window it was planned in may be long closed."""
+    version is aborted, not continued: the window it was planned in may be long closed. Killed
+    after ``.env`` pinned the target, something (an operator's boot running ``compose up``) may
+    have started it since, and it may have migrated the database: then it is rolled back."""
     if transaction.kind is Kind.UPGRADE and transaction.state in BEFORE_START:
+        if transaction.state is State.PINNED and await _target_started(context, transaction):
+            target = version_being_installed(transaction)
+            return await drive(
+                context,
+                _begin_rollback(
+                    context,
+                    transaction,
+                    f"interrupted in PINNED by a restart, and {target} was started since",
+                ),
+            )
         return abort(context, transaction, f"interrupted in {transaction.state.name} by a restart")
     return await drive(context, transaction)
+
+
+async def _target_started(context: Context, transaction: Transaction) -> bool:
+    """Whether a versioned service runs (or is about to run) the target's image."""
+    target = version_being_installed(transaction)
+    try:
+        images = await context.deployment.versioned_images(target)
+        for service, image in images.items():
+            state = await context.deployment.service_state(service)
+            if state.active and state.image == image:
+                return True
+    except SpecivodError as error:
+        context.tell(transaction, f"cannot tell whether {target} was started: {error}")
+    return False
 
 
 def _stopped(context: Context) -> str:
@@ -356,11 +382,15 @@ async def _safety_backup(context: Context, transaction: Transaction) -> Transact
     safety = await _save_replaced_state(context, transaction)
     if transaction.backup_id is not None:
         await context.backups.prepare_restore(transaction.backup_id)
+    earlier = [b for b in (transaction.earlier_safety_backups or "").split(",") if b]
+    if transaction.safety_backup_id is not None and transaction.safety_backup_id != safety:
+        earlier.append(transaction.safety_backup_id)
     return _enter_restoring(
         context,
         transaction,
         f"the state being replaced is kept in backup {safety}",
         safety_backup_id=safety,
+        earlier_safety_backups=",".join(earlier) or None,
     )
 
 

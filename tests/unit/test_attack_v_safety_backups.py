@@ -1,7 +1,7 @@
 """Attack review V (today's W2 fix: a RESTORING that finds the app running goes back to
 SAFETY_BACKUP): one transaction can now take several safety backups, but the journal names only
 the last (``safety_backup_id``), and retention protects only the backups the journal names.
-``xfail(strict=True)`` proves a defect on the current code; the marker goes with the fix.
+Fixed: the journal keeps the earlier ones (``earlier_safety_backups``) and retention protects them.
 """
 
 from __future__ import annotations
@@ -37,14 +37,6 @@ class KilledMidRestore(FakeBackups):
         raise BackupError(f"backup {backup_id}: checksum mismatch in db.dump")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V4: a safety backup superseded by a later one of the same transaction (W2's "
-        "RESTORING -> SAFETY_BACKUP) is no longer named by the journal, so retention does not "
-        "protect it, even when it alone holds the rows the failed release wrote"
-    ),
-)
 async def test_every_safety_backup_of_a_failed_rollback_is_kept(tmp_path: Path) -> None:
     world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
     backups = KilledMidRestore(world)

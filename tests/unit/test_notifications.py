@@ -140,6 +140,7 @@ def test_an_outcome_says_what_ended_and_what_to_do() -> None:
         restored=False,
         data_aside=None,
         safety_backup_id=None,
+        earlier_safety_backups=None,
         serving=None,
         reason="SpecivoDown firing",
         started_at=NOW,

@@ -263,6 +263,7 @@ LEGAL = {
     ("pulling", "pinned"),
     ("pulling", "aborted"),
     ("pinned", "starting"),
+    ("pinned", "rolling_back"),
     ("pinned", "aborted"),
     ("starting", "verifying"),
     ("starting", "rolling_back"),
