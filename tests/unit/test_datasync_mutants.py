@@ -441,3 +441,15 @@ def test_a_snapshot_file_replaced_by_a_symlink_is_not_followed(tree: Tree, tmp_p
     with pytest.raises(BackupError, match=r"the snapshot's a\.bin cannot be read: "):
         tree.sync()
     assert (tree.data / "a.bin").read_bytes() == b"r" * 1000
+
+
+def test_names_taken_twice_in_the_replaced_tree_get_the_next_free_variant(tree: Tree) -> None:
+    tree.replaced.mkdir()
+    for taken in ("a.bin", "a.bin~1"):
+        (tree.replaced / taken).write_bytes(b"set aside by an earlier run")
+    (tree.data / "a.bin").write_bytes(b"r" * 1000)
+    (tree.data / "sub" / "b.bin").write_bytes(b"r" * 1000)
+    summary = tree.sync()
+    assert (summary.copied, summary.bytes_copied) == (2, 300)
+    assert (tree.replaced / "a.bin~2").read_bytes() == b"r" * 1000
+    assert describe(tree.data) == tree.expected
