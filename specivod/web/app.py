@@ -25,7 +25,7 @@ from typing import Any, TypeAlias, TypeVar, cast
 from aiohttp import web
 from pydantic import ValidationError
 
-from specivod.domain.alerts import Matcher, parse_matcher_lines
+from specivod.domain.alerts import AlertKey, Matcher, parse_matcher_lines
 from specivod.domain.errors import LockedError
 from specivod.settings import Settings
 from specivod.web.webhook import (
@@ -110,6 +110,8 @@ class _Webhook:
         self._tasks = tasks
         self._busy_retry_seconds = busy_retry_seconds
         self._waiting: set[asyncio.Task[Any]] = set()
+        self._resolved: set[AlertKey] = set()
+        """Alerts that resolved while a rollback they triggered waited for the host lock."""
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
@@ -131,6 +133,8 @@ class _Webhook:
     async def _answer(self, request: web.Request) -> _Answer:
         self._authorize(request)
         payload = await self._payload(request)
+        if self._waiting:
+            self._resolved.update(a.key for a in payload.alerts if a.status == "resolved")
         decision = decide(
             payload,
             matchers=self._settings.matchers,
@@ -182,6 +186,13 @@ class _Webhook:
             raise _Answer(Outcome.BAD_REQUEST, 400, _schema_errors(error)) from None
 
     async def _rollback(self, request: RollbackRequest) -> None:
+        try:
+            await self._roll_back_when_free(request)
+        finally:
+            if not self._waiting:
+                self._resolved.clear()
+
+    async def _roll_back_when_free(self, request: RollbackRequest) -> None:
         said = False
         while True:
             try:
@@ -199,6 +210,18 @@ class _Webhook:
                 log.exception("rollback of %s for alerts failed to start", request.upgrade.version)
                 return
             await self._wait_before_retrying()
+            if (why := self._no_longer_wanted(request)) is not None:
+                log.warning("rollback of %s for alerts dropped: %s", request.upgrade.version, why)
+                return
+
+    def _no_longer_wanted(self, request: RollbackRequest) -> str | None:
+        """Why a rollback that waited for the host lock must not run now, if it must not: its
+        alerts all resolved meanwhile, or the watch period after the upgrade ended."""
+        if request.keys and all(key in self._resolved for key in request.keys):
+            return "its alerts resolved while it waited"
+        if self._now() > request.upgrade.finished_at + self._settings.watch_period:
+            return "the watch period after the upgrade ended while it waited"
+        return None
 
     async def _wait_before_retrying(self) -> None:
         task = asyncio.current_task()

@@ -1,6 +1,6 @@
 """Attack review V (today's webhook fix: an accepted rollback that finds the host lock held waits
-and retries every 2 s): what it rolls back once the lock frees. ``xfail(strict=True)`` proves a
-defect on the current code; the marker goes with the fix.
+and retries every 2 s): what it rolls back once the lock frees. Fixed: a waiting rollback is
+dropped when all its alerts resolved, or when the watch period ended, while it waited.
 
 The app is built with ``make_app`` and a hand-written rollback starter that raises
 ``LockedError`` while a manual command "holds the lock" and records the rollbacks that ran.
@@ -75,13 +75,6 @@ async def _until_tried(lock: HeldLock, tries: int) -> None:
             await lock.tried.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V2: a rollback accepted while the host lock was held still runs after "
-        "Alertmanager said the alert resolved; the waiting task is never told"
-    ),
-)
 async def test_an_alert_that_resolved_while_its_rollback_waited_rolls_nothing_back(
     app_parts: tuple[Client, HeldLock, Clock],
 ) -> None:
@@ -102,13 +95,6 @@ async def test_an_alert_that_resolved_while_its_rollback_waited_rolls_nothing_ba
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding V3: a rollback accepted while the host lock was held runs however long it "
-        "waited, past the watch period that bounds what an alert may roll back"
-    ),
-)
 async def test_a_rollback_that_waited_past_the_watch_period_does_not_run(
     app_parts: tuple[Client, HeldLock, Clock],
 ) -> None:
