@@ -38,7 +38,8 @@ def make_plan(
     versions = parse_tags(tags)
     latest = versions[-1] if versions else None
     avoided = [version for version in versions if avoid and version.tag in avoid]
-    eligible = [version for version in versions if version not in avoided]
+    avoided_set = set(avoided)  # membership by hash: a list made each tick O(tags x avoided)
+    eligible = [version for version in versions if version not in avoided_set]
     if deployed is None:
         return Plan(
             None,
@@ -59,7 +60,7 @@ def make_plan(
             pin_problem=f"the deployment pins {deployed!r}, not a semver release",
         )
     candidates = policy.candidates(versions, current)
-    blocking = [v for v in candidates if held and v.tag in held and v not in avoided]
+    blocking = [v for v in candidates if held and v.tag in held and v not in avoided_set]
     if blocking:
         eligible = [version for version in eligible if version < blocking[0]]
     target = policy.target(eligible, current)
