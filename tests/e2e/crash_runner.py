@@ -2,7 +2,9 @@
 ``python -m tests.e2e.crash_runner WHEN specivod-args...``.
 
 ``WHEN`` is a state name (killed right after that state is committed to the journal) or
-``SYNC:N`` (killed right after a restore's data dir sync placed its N-th file).
+``SYNC:N`` (killed right after a restore's data dir sync placed its N-th file) or
+``PINNED+ENV`` (killed right after the PINNED step's ``.env`` rename, before STARTING is
+journaled).
 
 This is the test's own fault injection; specivod itself has no crash switch.
 """
@@ -15,11 +17,13 @@ import sys
 from typing import Any
 
 from specivod.adapters.backup import datasync, restoring
+from specivod.adapters.compose import ComposeDeployment
 from specivod.cli import main
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Transaction
 
 SYNC_PREFIX = "SYNC:"
+AFTER_PIN = "PINNED+ENV"
 
 
 def _die() -> None:
@@ -66,10 +70,24 @@ def arm_sync(placed: int) -> None:
     restoring.sync_from_snapshot = sync_then_die  # type: ignore[attr-defined]
 
 
+def arm_pin() -> None:
+    """Kill the process once the first ``pin`` (the upgrade's PINNED step; an abort or rollback
+    pins again only later) has rewritten ``.env``."""
+    original = ComposeDeployment.pin
+
+    def pin_then_die(self: ComposeDeployment, version: str) -> None:
+        original(self, version)
+        _die()
+
+    ComposeDeployment.pin = pin_then_die  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     when = sys.argv[1]
     if when.startswith(SYNC_PREFIX):
         arm_sync(int(when.removeprefix(SYNC_PREFIX)))
+    elif when == AFTER_PIN:
+        arm_pin()
     else:
         arm(State[when])
     sys.exit(main(sys.argv[2:]))
