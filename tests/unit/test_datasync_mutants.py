@@ -365,6 +365,8 @@ def test_the_directory_a_path_is_set_aside_into_is_synced(
     assert (tree.replaced / "sub" / "added").read_bytes() == b"added since"
     assert {f"{tree.replaced}/sub", f"{tree.replaced}", f"{tree.data}/sub"} <= set(synced)
     assert str(tree.replaced.parent) in synced  # where the replaced tree was made
+    directories = [path for path in synced if Path(path).is_dir()]
+    assert directories == sorted(directories, key=len, reverse=True)  # innermost first
 
 
 def test_a_directory_already_in_the_replaced_tree_is_reused(tree: Tree) -> None:
@@ -453,3 +455,13 @@ def test_names_taken_twice_in_the_replaced_tree_get_the_next_free_variant(tree: 
     assert (summary.copied, summary.bytes_copied) == (2, 300)
     assert (tree.replaced / "a.bin~2").read_bytes() == b"r" * 1000
     assert describe(tree.data) == tree.expected
+
+
+def test_a_directory_where_the_snapshot_has_a_file_is_set_aside(tree: Tree) -> None:
+    (tree.data / "sub" / "c.bin").unlink()
+    (tree.data / "sub" / "c.bin" / "inner").mkdir(parents=True)
+    (tree.data / "sub" / "c.bin" / "inner" / "f").write_bytes(b"in a directory")
+    summary = tree.sync()
+    assert describe(tree.data) == tree.expected
+    assert (tree.replaced / "sub" / "c.bin" / "inner" / "f").read_bytes() == b"in a directory"
+    assert (summary.copied, summary.set_aside) == (1, 1)
