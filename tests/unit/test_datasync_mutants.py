@@ -465,3 +465,15 @@ def test_a_directory_where_the_snapshot_has_a_file_is_set_aside(tree: Tree) -> N
     assert describe(tree.data) == tree.expected
     assert (tree.replaced / "sub" / "c.bin" / "inner" / "f").read_bytes() == b"in a directory"
     assert (summary.copied, summary.set_aside) == (1, 1)
+
+
+def test_an_index_that_cannot_be_read_or_has_no_root_is_named(tree: Tree) -> None:
+    with pytest.raises(BackupError, match=r"cannot read the snapshot index .*/missing: "):
+        plan_sync(tree.snap, tree.snap.parent / "missing", tree.data)
+    with gzip.open(tree.index, "rt") as stream:
+        header, *lines = stream.read().splitlines()
+    with gzip.open(tree.index, "wt") as stream:
+        stream.write(header + "\n")
+        stream.writelines(line + "\n" for line in lines if json.loads(line)["p"] != ".")
+    with pytest.raises(BackupError, match=r"the snapshot index .*/snap\.index has no root"):
+        tree.sync()
