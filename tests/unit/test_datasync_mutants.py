@@ -396,6 +396,8 @@ def test_hard_links_are_brought_back_as_links_and_their_set_aside_copy_is_apart(
     (data / "one").write_bytes(b"snapshot")
     os.link(data / "one", data / "two")
     (data / "three").write_bytes(b"alone")
+    (data / "four").write_bytes(b"a second group")
+    os.link(data / "four", data / "five")
     take_snapshot(data, snap, index, None)
     expected = describe(data)
     assert sync_from_snapshot(snap, index, data, aside).copied == 0
@@ -406,7 +408,22 @@ def test_hard_links_are_brought_back_as_links_and_their_set_aside_copy_is_apart(
     assert (aside / "one").read_bytes() == (aside / "two").read_bytes() == b"failed release"
     assert (aside / "one").stat().st_ino != (data / "one").stat().st_ino
     again = sync_from_snapshot(snap, index, data, aside)
-    assert (again.copied, again.set_aside, again.unchanged) == (0, 0, 4)
+    assert (again.copied, again.set_aside, again.unchanged) == (0, 0, 6)
+
+
+def test_files_a_failed_release_hard_linked_together_are_parted(tmp_path: Path) -> None:
+    data, snap, index, aside = (tmp_path / name for name in ("data", "snap", "index", "aside"))
+    data.mkdir()
+    for name in ("f", "g"):
+        (data / name).write_bytes(b"same content")
+        os.utime(data / name, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    take_snapshot(data, snap, index, None)
+    expected = describe(data)
+    (data / "g").unlink()
+    os.link(data / "f", data / "g")
+    sync_from_snapshot(snap, index, data, aside)
+    assert describe(data) == expected
+    assert (data / "f").stat().st_ino != (data / "g").stat().st_ino
 
 
 def test_a_file_whose_mode_alone_changed_is_brought_back(tree: Tree) -> None:
