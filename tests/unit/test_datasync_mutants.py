@@ -1,8 +1,11 @@
-"""What the mutation run of datasync found untested: the room the plan reports for setting aside
-across file systems, what ``checksum`` and ``check_sources`` read, a set-aside that is a rename
-when it can be, and the copy-then-remove set-aside of a data dir that is a mount point (faked
-here by a rename that fails with EXDEV, as it does there): a failed copy removes nothing live.
-Small real trees, so that each mutant is judged in seconds."""
+"""What mutation testing of datasync found untested, one test per safety rule a surviving mutant
+broke: the room the plan reports for setting aside out of a mount point; what ``checksum`` and
+``check_sources`` read; nothing live deleted (the app's own ``.tmp`` files, a failed ``cp``);
+what is replaced kept aside under a free name, never merged into an earlier set-aside, and its
+directory fsynced; hard links brought back as links and parted where a release linked files;
+symlinks never followed (in the data dir, as the data dir, in the snapshot). Out of a mount point
+a rename fails with EXDEV; here a fake rename does. Small real trees: a mutant is judged in
+seconds."""
 
 from __future__ import annotations
 
