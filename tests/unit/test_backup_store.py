@@ -161,8 +161,9 @@ def test_a_dump_that_does_not_fit_names_the_directory_and_what_is_known(tmp_path
 def test_a_snapshot_that_does_not_fit_names_the_directory_and_the_room_needed(
     tmp_path: Path,
 ) -> None:
-    message = str(snapshot_does_not_fit(tmp_path, needed=5_000_000, free=1_000, min_free=4_096))
-    assert f"does not fit in {tmp_path}" in message
+    cause = "cannot snapshot the data dir /srv/data: [Errno 28] No space left on device"
+    message = str(snapshot_does_not_fit(tmp_path, 5_000_000, 1_000, 4_096, cause))
+    assert f"does not fit in {tmp_path}" in message and cause in message
     assert "5004096 bytes (0.00 GiB) needed" in message and "1000 bytes (0.00 GiB) free" in message
 
 

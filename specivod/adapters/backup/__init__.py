@@ -157,7 +157,9 @@ class Backups:
                     raise
                 needed = database.size + estimate.data.bytes_needed
                 min_free = int(self._settings.min_free_bytes)
-                raise snapshot_does_not_fit(self.directory, needed, free, min_free) from None
+                raise snapshot_does_not_fit(
+                    self.directory, needed, free, min_free, str(error)
+                ) from None
             manifest = BackupManifest(
                 id=backup_id,
                 created_at=created_at,

@@ -198,14 +198,17 @@ class BackupStore:
         shutil.rmtree(self.path(backup_id))
 
 
-def snapshot_does_not_fit(directory: Path, needed: int, free: int, min_free: int) -> BackupError:
+def snapshot_does_not_fit(
+    directory: Path, needed: int, free: int, min_free: int, cause: str
+) -> BackupError:
     """The error of a data-dir snapshot that filled ``directory``'s file system after the dump
-    fitted: the room this backup needs (its dump, the files it copies and the index) besides
-    ``backup.min_free_bytes``."""
+    fitted (``cause``: what the write said): the room this backup needs (its dump, the files it
+    copies and the index) besides ``backup.min_free_bytes``."""
     return BackupError(
         f"the data dir snapshot does not fit in {directory}: its file system filled up "
-        f"({_bytes(free)} free); {_bytes(needed + min_free)} needed: {_bytes(needed)} for this "
-        f"backup (its dump and the data dir files that changed) and backup.min_free_bytes "
+        f"({cause}; {_bytes(free)} free); {_bytes(needed + min_free)} needed: "
+        f"{_bytes(needed)} for this backup (its dump and the data dir files that changed) and "
+        "backup.min_free_bytes "
         f"({min_free}). Free that much space there, e.g. by deleting old backups, or point "
         "backup.dir at a larger file system"
     )
