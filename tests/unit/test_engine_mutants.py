@@ -6,12 +6,14 @@ kept, PINNED with a started target rolls back, sessions end before the schema is
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from specivod.domain.errors import DeploymentError
-from specivod.domain.states import State
+from specivod.domain.states import RestoreMode, State
+from specivod.engine.engine_outage import finished_at, stopped_since
 from specivod.engine.journal import Journal
 from specivod.engine.ports import ServiceState
 from tests.unit.engine_kit import Crash, crash_after, make_kit
@@ -108,6 +110,7 @@ async def test_a_target_started_since_pinned_is_looked_up_by_its_service(tmp_pat
 
     assert recovered is not None and recovered.state is State.ROLLED_BACK
     assert (world.running, world.pinned, world.schema) == ("0.1.10", "0.1.10", 1)
+    assert any("0.2.3 was started since" in line for line in second.reports)
 
 
 async def test_a_target_that_cannot_be_looked_up_after_pinned_is_aborted_and_said(
@@ -121,3 +124,70 @@ async def test_a_target_that_cannot_be_looked_up_after_pinned_is_aborted_and_sai
 
     assert recovered is not None and recovered.state is State.ABORTED
     assert any("cannot tell whether 0.2.3 was started" in line for line in second.reports)
+
+
+def _exited(service: str, finished: str) -> ServiceState:
+    return ServiceState(service, f"id-{service}", "exited", None, "", "", finished_at=finished)
+
+
+def test_an_outage_restarts_what_stopped_after_the_engine_was_seen_and_until_it_was_back() -> None:
+    """To the microsecond at both ends: stopped exactly when the engine was last seen working
+    is not the outage's; stopped exactly when it was seen back is; later, on purpose."""
+    since = datetime(2026, 11, 26, 16, 0, 0, 500_000, tzinfo=UTC)
+    until = datetime(2026, 11, 26, 16, 0, 9, 250_000, tzinfo=UTC)
+    states = [
+        _exited("at-since", "2026-11-26T16:00:00.5Z"),
+        _exited("just-after", "2026-11-26T16:00:00.500001Z"),
+        _exited("at-until", "2026-11-26T16:00:09.25Z"),
+        _exited("after-until", "2026-11-26T16:00:09.250001Z"),
+        _exited("whole-second", "2026-11-26T16:00:05Z"),
+    ]
+
+    assert stopped_since(states, since, until) == ["just-after", "at-until", "whole-second"]
+    assert stopped_since(states, since) == ["just-after", "at-until", "after-until", "whole-second"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-26T16:00:03.123456789Z", datetime(2026, 11, 26, 16, 0, 3, 123456, tzinfo=UTC)),
+        ("2026-11-26T16:00:03.1Z", datetime(2026, 11, 26, 16, 0, 3, 100000, tzinfo=UTC)),
+        ("2026-11-26T16:00:03Z", datetime(2026, 11, 26, 16, 0, 3, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", None),
+        ("2026-11-26T16:00:03.1+01:00", None),
+        ("2026-11-26T16:00:03.x1Z", None),
+        ("", None),
+    ],
+)
+def test_finished_at_reads_dockers_stamp(text: str, expected: datetime | None) -> None:
+    assert finished_at(_exited("api", text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [
+        (3, "the schema changed; saving the state being replaced before restoring"),
+        (None, "the schema is unchanged: image rollback only"),
+    ],
+)
+async def test_the_rollback_says_why_it_restores_or_not(
+    tmp_path: Path, schema: int | None, said: str
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=schema)})
+    kit = make_kit(tmp_path, world)
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLED_BACK
+    assert any(said in line for line in kit.reports), kit.reports
+
+
+async def test_a_rollback_that_never_restores_says_so(tmp_path: Path) -> None:
+    world = World(releases={"0.2.0": FakeRelease(schema=2)})
+    kit = make_kit(tmp_path, world)
+    await kit.engine.upgrade(to="0.2.0")
+
+    rollback = (await kit.engine.rollback(restore=RestoreMode.NEVER)).transaction
+
+    assert rollback.state is State.ROLLED_BACK and not rollback.restored
+    assert any("image rollback only (restore never)" in line for line in kit.reports)
