@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from specivod.domain.errors import DeploymentError
+from specivod.domain.errors import BackupError, DeploymentError
 from specivod.domain.states import RestoreMode, State
 from specivod.engine.engine_outage import finished_at, stopped_since
 from specivod.engine.journal import Journal
 from specivod.engine.ports import ServiceState
 from tests.unit.engine_kit import Crash, crash_after, make_kit
-from tests.unit.fakes import FakeBackups, FakeDeployment, FakeRelease, World
+from tests.unit.fakes import FakeBackup, FakeBackups, FakeDeployment, FakeRelease, World
 
 
 async def test_a_rollback_journaled_without_serving_starts_the_app_services_again(
@@ -191,3 +191,25 @@ async def test_a_rollback_that_never_restores_says_so(tmp_path: Path) -> None:
 
     assert rollback.state is State.ROLLED_BACK and not rollback.restored
     assert any("image rollback only (restore never)" in line for line in kit.reports)
+
+
+class BackupsThatFailTheCheck(FakeBackups):
+    async def prepare_restore(self, backup_id: str) -> FakeBackup:
+        self.world.calls.append(f"check backup {backup_id}")
+        raise BackupError(f"backup {backup_id}: checksum mismatch")
+
+
+async def test_a_failed_upgrade_whose_backup_fails_the_check_still_rolls_the_image_back(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, world, backups=BackupsThatFailTheCheck(world))
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLED_BACK and not failed.restored
+    assert (world.running, world.pinned) == ("0.1.10", "0.1.10")
+    assert any(
+        "going on with the rollback despite: backup b1: checksum mismatch" in line
+        for line in kit.reports
+    )
