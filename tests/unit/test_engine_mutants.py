@@ -6,6 +6,7 @@ kept, PINNED with a started target rolls back, sessions end before the schema is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -213,3 +214,54 @@ async def test_a_failed_upgrade_whose_backup_fails_the_check_still_rolls_the_ima
         "going on with the rollback despite: backup b1: checksum mismatch" in line
         for line in kit.reports
     )
+
+
+async def test_a_failed_upgrade_whose_previous_image_cannot_be_pulled_goes_on_and_says_so(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, deployment=FakeDeployment(world, missing=("0.1.10",)))
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLED_BACK
+    assert any(
+        "going on with the rollback despite: pull 0.1.10: registry unreachable" in line
+        for line in kit.reports
+    )
+
+
+class RestartedByTheEngine(FakeDeployment):
+    """``restart: always`` under a flapping engine: every app service stopped runs again at
+    once. Gives up after 20 stops, so a rollback that chases it forever fails the test."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world, app_services=("api", "worker"))
+        self.stops = 0
+
+    async def stop(self, services: Sequence[str]) -> None:
+        await super().stop(services)
+        self.world.stopped = False
+        self.stops += 1
+        if self.stops > 20:
+            raise DeploymentError("the test gave up: the rollback keeps stopping the app")
+
+
+async def test_a_rollback_stops_chasing_an_app_the_engine_keeps_starting_after_three_backups(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
+    deployment = RestartedByTheEngine(world)
+    backups = FakeBackups(world)
+    kit = make_kit(tmp_path, deployment=deployment, backups=backups)
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLBACK_FAILED
+    assert "api, worker kept being started while the data was being restored" in (
+        failed.reason or ""
+    )
+    assert backups.safety.count(True) == 3
+    assert backups.restored == [] and world.schema == 3
+    assert kit.steps(failed).count("SAFETY_BACKUP") == 3
+    assert any("api, worker ran again before the restore" in line for line in kit.reports)
