@@ -265,3 +265,23 @@ async def test_a_rollback_stops_chasing_an_app_the_engine_keeps_starting_after_t
     assert backups.restored == [] and world.schema == 3
     assert kit.steps(failed).count("SAFETY_BACKUP") == 3
     assert any("api, worker ran again before the restore" in line for line in kit.reports)
+
+
+class VersionedByRelease(FakeDeployment):
+    """Only the previous release renders ``api`` from the version variable."""
+
+    async def versioned_services(self, version: str) -> list[str]:
+        return ["api"] if version == "0.1.10" else []
+
+
+async def test_a_rollback_starts_with_start_only_the_services_up_did_not_recreate(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False)})
+    deployment = VersionedByRelease(world, app_services=("api", "worker"))
+    kit = make_kit(tmp_path, deployment=deployment)
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLED_BACK
+    assert world.calls[-2:] == ["up 0.1.10", "start worker"]
