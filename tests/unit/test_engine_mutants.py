@@ -7,18 +7,28 @@ kept, PINNED with a started target rolls back, sessions end before the schema is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from specivod.domain.errors import BackupError, DeploymentError
+from specivod.domain.references import parse_reference
 from specivod.domain.states import RestoreMode, State
 from specivod.engine.engine_outage import finished_at, stopped_since
 from specivod.engine.journal import Journal
 from specivod.engine.ports import ServiceState
-from tests.unit.engine_kit import Crash, crash_after, make_kit
-from tests.unit.fakes import FakeBackup, FakeBackups, FakeDeployment, FakeRelease, World
+from specivod.engine.verification import HealthGate, Verdict
+from specivod.settings import HealthSettings
+from tests.unit.engine_kit import Crash, Kit, crash_after, make_kit
+from tests.unit.fakes import (
+    FakeBackup,
+    FakeBackups,
+    FakeDeployment,
+    FakeRelease,
+    UnusedProbe,
+    World,
+)
 
 
 async def test_a_rollback_journaled_without_serving_starts_the_app_services_again(
@@ -285,3 +295,46 @@ async def test_a_rollback_starts_with_start_only_the_services_up_did_not_recreat
 
     assert failed.state is State.ROLLED_BACK
     assert world.calls[-2:] == ["up 0.1.10", "start worker"]
+
+
+class RecordingGate(HealthGate):
+    def __init__(self, kit: Kit) -> None:
+        health = HealthSettings(retries=3, interval=timedelta(seconds=2))
+        reference = parse_reference(kit.registry.reference)
+        super().__init__(kit.deployment, UnusedProbe(), health, reference, kit.clock)
+        self.asked: list[tuple[str, str | None, bool]] = []
+
+    async def verify(
+        self, version: str, from_version: str | None = None, *, scenario_decides: bool = True
+    ) -> Verdict:
+        self.asked.append((version, from_version, scenario_decides))
+        return await super().verify(version, from_version, scenario_decides=scenario_decides)
+
+
+async def test_the_version_a_rollback_returns_to_is_verified_without_the_scenario_deciding(
+    tmp_path: Path,
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False)})
+    kit = make_kit(tmp_path, world)
+    gate = RecordingGate(kit)
+    kit.engine.context.gate = gate
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLED_BACK
+    assert gate.asked[-1] == ("0.1.10", "0.2.3", False) and gate.asked[-1][2] is False
+    assert kit.reports[-1].startswith("ROLLED_BACK: 0.1.10 is healthy: ")
+
+
+async def test_a_previous_version_that_does_not_come_back_is_a_failed_rollback(
+    tmp_path: Path,
+) -> None:
+    world = World(
+        releases={"0.2.3": FakeRelease(healthy=False), "0.1.10": FakeRelease(healthy=False)}
+    )
+    kit = make_kit(tmp_path, world)
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLBACK_FAILED
+    assert "0.1.10 did not come back: " in (failed.reason or "")
