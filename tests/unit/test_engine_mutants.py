@@ -191,6 +191,10 @@ async def test_the_rollback_says_why_it_restores_or_not(
 
     assert failed.state is State.ROLLED_BACK
     assert any(said in line for line in kit.reports), kit.reports
+    assert failed.earlier_safety_backups is None
+    if schema is not None:
+        assert failed.safety_backup_id == "b2"
+        assert any("the state being replaced is kept in backup b2; " in r for r in kit.reports)
 
 
 async def test_a_rollback_that_never_restores_says_so(tmp_path: Path) -> None:
@@ -274,6 +278,7 @@ async def test_a_rollback_stops_chasing_an_app_the_engine_keeps_starting_after_t
     assert backups.safety.count(True) == 3
     assert backups.restored == [] and world.schema == 3
     assert kit.steps(failed).count("SAFETY_BACKUP") == 3
+    assert (failed.safety_backup_id, failed.earlier_safety_backups) == ("b4", "b2,b3")
     assert any("api, worker ran again before the restore" in line for line in kit.reports)
 
 
