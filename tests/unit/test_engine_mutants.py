@@ -343,3 +343,24 @@ async def test_a_previous_version_that_does_not_come_back_is_a_failed_rollback(
 
     assert failed.state is State.ROLLBACK_FAILED
     assert "0.1.10 did not come back: " in (failed.reason or "")
+
+
+class SessionsLeft(FakeBackups):
+    async def end_other_sessions(self) -> list[str]:
+        await super().end_other_sessions()
+        return ["pid 7 (UPDATE issues)", "pid 9 (idle in transaction)"]
+
+
+async def test_each_session_ended_before_the_schema_is_read_is_named(tmp_path: Path) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=False, schema=3)})
+    backups = SessionsLeft(world)
+    kit = make_kit(tmp_path, world, backups=backups)
+
+    failed = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert failed.state is State.ROLLED_BACK and backups.sessions_ended_with_app_stopped == [True]
+    assert any(
+        "ended database sessions left after the stop: pid 7 (UPDATE issues); pid 9 (idle in "
+        "transaction)" in line
+        for line in kit.reports
+    )
