@@ -364,3 +364,28 @@ async def test_each_session_ended_before_the_schema_is_read_is_named(tmp_path: P
         "transaction)" in line
         for line in kit.reports
     )
+
+
+class WatchedNeverDown(FakeDeployment):
+    """Watches the engine, which never went away: a failed step is a failed step."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world, up_fails=True)
+        self.asked = 0
+
+    async def recover_from_outage(self) -> str | None:
+        self.asked += 1
+        return None
+
+
+async def test_a_step_that_failed_without_an_outage_does_not_run_again(tmp_path: Path) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=True)})
+    deployment = WatchedNeverDown(world)
+    kit = make_kit(tmp_path, deployment=deployment)
+
+    result = (await kit.engine.upgrade(to="0.2.3")).transaction
+
+    assert result.state is State.ROLLBACK_FAILED  # the rollback's own ``up`` fails too
+    assert world.calls.count("up 0.2.3") == 1 and world.calls.count("up 0.1.10") == 1
+    assert deployment.asked == 2
+    assert not any("again" in line for line in kit.reports), kit.reports
