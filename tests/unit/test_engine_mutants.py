@@ -194,7 +194,11 @@ async def test_the_rollback_says_why_it_restores_or_not(
     assert failed.earlier_safety_backups is None
     if schema is not None:
         assert failed.safety_backup_id == "b2"
-        assert any("the state being replaced is kept in backup b2; " in r for r in kit.reports)
+        assert any(
+            "the state being replaced is kept in backup b2; restoring backup b1, the replaced "
+            "data dir goes to /srv/data.replaced-tx1" in line
+            for line in kit.reports
+        )
 
 
 async def test_a_rollback_that_never_restores_says_so(tmp_path: Path) -> None:
@@ -279,6 +283,8 @@ async def test_a_rollback_stops_chasing_an_app_the_engine_keeps_starting_after_t
     assert backups.restored == [] and world.schema == 3
     assert kit.steps(failed).count("SAFETY_BACKUP") == 3
     assert (failed.safety_backup_id, failed.earlier_safety_backups) == ("b4", "b2,b3")
+    aside = "/srv/data.replaced-tx1"  # journaled by the first RESTORING: retention keeps it
+    assert backups.kept_set_aside[1:] == [[], [aside], [aside]]
     assert any("api, worker ran again before the restore" in line for line in kit.reports)
 
 
