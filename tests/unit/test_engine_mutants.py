@@ -210,6 +210,7 @@ async def test_a_rollback_that_never_restores_says_so(tmp_path: Path) -> None:
 
     assert rollback.state is State.ROLLED_BACK and not rollback.restored
     assert any("image rollback only (restore never)" in line for line in kit.reports)
+    assert "STOPPING: stopping the app services" in kit.reports
 
 
 class BackupsThatFailTheCheck(FakeBackups):
