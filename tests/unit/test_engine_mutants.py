@@ -6,7 +6,7 @@ kept, PINNED with a started target rolls back, sessions end before the schema is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -405,3 +405,28 @@ async def test_a_step_that_failed_without_an_outage_does_not_run_again(tmp_path:
     assert world.calls.count("up 0.2.3") == 1 and world.calls.count("up 0.1.10") == 1
     assert deployment.asked == 2
     assert not any("again" in line for line in kit.reports), kit.reports
+
+
+class InspectionFailsUnder(FakeDeployment):
+    async def service_state(self, service: str) -> ServiceState:
+        if self.world.running == "0.2.3":
+            raise RuntimeError("the Docker SDK fell over")
+        return await super().service_state(service)
+
+
+@pytest.mark.parametrize(
+    ("deployment", "said"),
+    [
+        (lambda world: FakeDeployment(world, up_fails=True), "starting 0.2.3 failed: "),
+        (InspectionFailsUnder, "verifying 0.2.3 failed: "),
+    ],
+)
+async def test_the_rollback_of_a_failed_start_or_verification_says_which(
+    tmp_path: Path, deployment: Callable[[World], FakeDeployment], said: str
+) -> None:
+    world = World(releases={"0.2.3": FakeRelease(healthy=True)})
+    kit = make_kit(tmp_path, deployment=deployment(world))
+
+    await kit.engine.upgrade(to="0.2.3")
+
+    assert any(f"rolling back to 0.1.10: {said}" in line for line in kit.reports), kit.reports
