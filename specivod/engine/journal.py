@@ -98,6 +98,15 @@ class Transaction:
     finished_at: datetime | None
 
     @property
+    def earlier_safety_backup_ids(self) -> list[str]:
+        return _names(self.earlier_safety_backups)
+
+    @property
+    def serving_services(self) -> list[str] | None:
+        """``None`` when not recorded (a journal written by an older specivod)."""
+        return None if self.serving is None else _names(self.serving)
+
+    @property
     def duration_seconds(self) -> float | None:
         if self.finished_at is None:
             return None
@@ -122,6 +131,11 @@ _UPDATABLE = {
     "serving",
     "reason",
 }
+
+
+def _names(listed: str | None) -> list[str]:
+    """The names of a comma-separated journal column."""
+    return [name for name in (listed or "").split(",") if name]
 
 
 def _check_fields(updates: dict[str, str | bool | None]) -> None:
@@ -361,7 +375,7 @@ class Journal:
         )
         needed = {row[column] for row in rows for column in ("backup_id", "safety_backup_id")}
         for row in rows:
-            needed.update((row["earlier_safety_backups"] or "").split(","))
+            needed.update(_names(row["earlier_safety_backups"]))
         return sorted(backup_id for backup_id in needed if backup_id)
 
     def set_aside_still_needed(self) -> list[str]:

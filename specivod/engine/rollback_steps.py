@@ -32,13 +32,17 @@ async def running_app_services(context: Context) -> list[str]:
     ]
 
 
-async def active_app_services(context: Context) -> list[str]:
-    """The app services running or about to run again (a crash loop's back-off, paused)."""
-    return [
-        service
-        for service in await context.deployment.app_services()
-        if (await context.deployment.service_state(service)).active
+async def stop_app_if_active(context: Context) -> list[str]:
+    """Stop the app services when any of them runs or is about to run again (a crash loop's
+    back-off, paused): after a kill or an engine outage, dockerd may have started them
+    (``restart: always``). The ones found active."""
+    services = await context.deployment.app_services()
+    active = [
+        service for service in services if (await context.deployment.service_state(service)).active
     ]
+    if active:
+        await context.deployment.stop(services)
+    return active
 
 
 # The rollback: check while the app runs, stop, read the schema, keep what is replaced, restore,
@@ -145,13 +149,12 @@ async def safety_backup(context: Context, transaction: Transaction) -> Transacti
     """SAFETY_BACKUP, app stopped: every row written up to the stop is kept before a restore
     replaces it; then the room to swap the data dir is checked again, now that the safety
     backup took its share. If either fails, nothing is restored. The app is stopped again
-    first: after a kill or an engine outage, dockerd may have started it (``restart: always``)."""
-    if await active_app_services(context):
-        await context.deployment.stop(await context.deployment.app_services())
+    first if something started it."""
+    await stop_app_if_active(context)
     safety = await _save_replaced_state(context, transaction)
     if transaction.backup_id is not None:
         await context.backups.prepare_restore(transaction.backup_id)
-    earlier = [b for b in (transaction.earlier_safety_backups or "").split(",") if b]
+    earlier = transaction.earlier_safety_backup_ids
     if transaction.safety_backup_id is not None and transaction.safety_backup_id != safety:
         earlier.append(transaction.safety_backup_id)
     return _enter_restoring(
@@ -200,8 +203,7 @@ async def restore(context: Context, transaction: Transaction) -> Transaction:
     """RESTORING, app stopped. An app found running again (dockerd started it after a kill or an
     outage) may have written since the safety backup: it is stopped, and SAFETY_BACKUP saves
     that state before the restore replaces it — at most ``MAX_SAFETY_BACKUPS`` times."""
-    if running := await active_app_services(context):
-        await context.deployment.stop(await context.deployment.app_services())
+    if running := await stop_app_if_active(context):
         taken = sum(
             step.state is State.SAFETY_BACKUP for step in context.journal.steps(transaction.id)
         )

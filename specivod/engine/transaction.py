@@ -149,9 +149,10 @@ async def _serve_again(context: Context, transaction: Transaction, reason: str) 
 
 
 async def _were_serving(context: Context, transaction: Transaction) -> list[str]:
-    if transaction.serving is None:  # journaled by a specivod that did not record it
+    services = transaction.serving_services
+    if services is None:  # journaled by a specivod that did not record it
         return await context.deployment.app_services()
-    return [service for service in transaction.serving.split(",") if service]
+    return services
 
 
 def abort(context: Context, transaction: Transaction, reason: str) -> Transaction:
