@@ -23,7 +23,8 @@ class KilledAfterPin(FakeDeployment):
             raise Crash("killed right after the .env rename")
 
 
-async def _killed_after_pin(tmp_path: Path, world: World) -> None:
+async def killed_after_pin(tmp_path: Path, world: World) -> None:
+    """An upgrade to 0.2.3 killed right after ``.env`` pinned it, before STARTING."""
     first = make_kit(tmp_path, deployment=KilledAfterPin(world))
     with pytest.raises(Crash):
         await first.engine.upgrade(to="0.2.3")
@@ -35,7 +36,7 @@ async def test_a_target_the_boot_started_is_rolled_back_with_its_migration(
     tmp_path: Path,
 ) -> None:
     world = World(releases={"0.2.3": FakeRelease(healthy=True, schema=3)})
-    await _killed_after_pin(tmp_path, world)
+    await killed_after_pin(tmp_path, world)
     booted = FakeDeployment(world)
     await booted.up("0.2.3")  # the boot: `docker compose up -d` with .env pinning 0.2.3
     assert world.schema == 3
@@ -51,7 +52,7 @@ async def test_a_target_the_boot_started_is_rolled_back_with_its_migration(
 
 async def test_a_target_never_started_is_aborted_as_before(tmp_path: Path) -> None:
     world = World(releases={"0.2.3": FakeRelease(healthy=True, schema=3)})
-    await _killed_after_pin(tmp_path, world)
+    await killed_after_pin(tmp_path, world)
 
     second = make_kit(tmp_path, deployment=FakeDeployment(world), journal=Journal(tmp_path))
     recovered = await second.engine.recover()

@@ -29,6 +29,7 @@ from tests.unit.fakes import (
     UnusedProbe,
     World,
 )
+from tests.unit.test_crash_after_pin import killed_after_pin
 
 
 async def test_a_rollback_journaled_without_serving_starts_the_app_services_again(
@@ -82,13 +83,6 @@ async def test_a_rollback_that_cannot_keep_the_state_starts_each_serving_service
     assert "api, worker started again" in kit.reports[-1]
 
 
-class KilledAfterPin(FakeDeployment):
-    def pin(self, version: str) -> None:
-        super().pin(version)
-        if version == "0.2.3":
-            raise Crash("killed right after the .env rename")
-
-
 class OnlyApiAnswers(FakeDeployment):
     """The engine knows only the services by their name: any other is absent."""
 
@@ -103,16 +97,9 @@ class ImagesUnknown(FakeDeployment):
         raise DeploymentError("docker compose config: the engine does not answer")
 
 
-async def _killed_after_pin(tmp_path: Path, world: World) -> None:
-    first = make_kit(tmp_path, deployment=KilledAfterPin(world))
-    with pytest.raises(Crash):
-        await first.engine.upgrade(to="0.2.3")
-    first.journal.close()
-
-
 async def test_a_target_started_since_pinned_is_looked_up_by_its_service(tmp_path: Path) -> None:
     world = World(releases={"0.2.3": FakeRelease(healthy=True, schema=3)})
-    await _killed_after_pin(tmp_path, world)
+    await killed_after_pin(tmp_path, world)
     booted = OnlyApiAnswers(world)
     await booted.up("0.2.3")
 
@@ -128,7 +115,7 @@ async def test_a_target_that_cannot_be_looked_up_after_pinned_is_aborted_and_sai
     tmp_path: Path,
 ) -> None:
     world = World(releases={"0.2.3": FakeRelease(healthy=True, schema=3)})
-    await _killed_after_pin(tmp_path, world)
+    await killed_after_pin(tmp_path, world)
 
     second = make_kit(tmp_path, deployment=ImagesUnknown(world), journal=Journal(tmp_path))
     recovered = await second.engine.recover()
