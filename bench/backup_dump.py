@@ -46,7 +46,7 @@ MIB = 1 << 20
 
 def worker(project_dir: str, backup_dir: str) -> None:
     """One ``Backups.create()``; prints seconds, sizes and this process's peak RSS as JSON."""
-    from specivod.adapters.backup import Backups
+    from specivod.adapters.backup.backups import Backups
     from specivod.adapters.compose import ComposeDeployment
     from specivod.settings import BackupSettings, DeploymentSettings
 

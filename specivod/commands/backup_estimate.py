@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from specivod.adapters.backup import Backups
+from specivod.adapters.backup.backups import Backups
 from specivod.adapters.compose import ComposeDeployment
 from specivod.domain.errors import SpecivodError
 from specivod.settings import Settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from specivod.adapters.backup import (
+from specivod.adapters.backup.backups import (
     BackupManifest,
     Backups,
     SetAside,

@@ -13,7 +13,7 @@ from typing import NoReturn, Protocol, TextIO
 
 from tqdm import tqdm
 
-from specivod.adapters.backup import Progress
+from specivod.adapters.backup.backups import Progress
 from specivod.adapters.backup.estimate import human_size
 from specivod.engine.ports import BackupRecord, RestoreRecord
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from specivod.adapters.backup import Backups
+from specivod.adapters.backup.backups import Backups
 from specivod.adapters.clock import SystemClock
 from specivod.adapters.compose import ComposeDeployment
 from specivod.adapters.http_probe import AiohttpProbe

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from specivod.adapters.backup import BackupManifest, Backups, backups_in
+from specivod.adapters.backup.backups import BackupManifest, Backups, backups_in
 from specivod.adapters.compose import ComposeDeployment
 from specivod.commands.backups import _refuse_between_versions, _still_needed
 from specivod.commands.status import needs_a_person

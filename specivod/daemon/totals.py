@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from specivod.adapters.backup import backups_in
+from specivod.adapters.backup.backups import backups_in
 from specivod.domain.errors import SpecivodError
 from specivod.domain.states import State
 from specivod.engine.journal import Journal, Kind, Transaction

@@ -17,7 +17,7 @@ from pydantic import ByteSize
 from sandbox.deployment import SandboxDeployment
 from sandbox.images import FILES
 from sandbox.releases import BASELINE
-from specivod.adapters.backup import Backups
+from specivod.adapters.backup.backups import Backups
 from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.compose import ComposeDeployment
 from specivod.domain.errors import BackupError

@@ -20,7 +20,7 @@ import pytest
 from sandbox.config import specivod_config, write_config
 from sandbox.deployment import SandboxDeployment
 from sandbox.releases import BASELINE
-from specivod.adapters.backup import backups_in
+from specivod.adapters.backup.backups import backups_in
 from tests.conftest import Specivod, Stack
 from tests.e2e.test_daemon_real import (
     Notifications,

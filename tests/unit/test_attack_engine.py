@@ -13,7 +13,7 @@ from typing import IO, NamedTuple
 
 import pytest
 
-from specivod.adapters.backup import Backups
+from specivod.adapters.backup.backups import Backups
 from specivod.adapters.process import Completed
 from specivod.domain.errors import DeploymentError
 from specivod.domain.states import State

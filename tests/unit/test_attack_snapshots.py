@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from specivod.adapters.backup import Backups
+from specivod.adapters.backup.backups import Backups
 from specivod.adapters.backup.datasync import sync_from_snapshot
 from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.backup.set_aside import prune_set_aside

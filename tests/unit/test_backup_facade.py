@@ -14,8 +14,9 @@ from typing import IO, Any
 
 import pytest
 
-import specivod.adapters.backup as backup_package
-from specivod.adapters.backup import Backups, datadir
+import specivod.adapters.backup.backups as backup_package
+from specivod.adapters.backup import datadir
+from specivod.adapters.backup.backups import Backups
 from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.process import Completed
 from specivod.domain.errors import BackupError

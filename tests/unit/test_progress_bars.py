@@ -12,7 +12,7 @@ from typing import TextIO
 
 import pytest
 
-from specivod.adapters.backup import Progress
+from specivod.adapters.backup.backups import Progress
 from specivod.commands.progress_bars import (
     MeteredBackups,
     PhaseLines,
