@@ -25,6 +25,7 @@ from pathlib import Path
 
 from specivod.adapters.backup.copying import child, same_file_metadata, sync_filesystem
 from specivod.adapters.backup.files import BytesDone, remove_tree, sha256_of
+from specivod.adapters.backup.snapshot_file import GONE
 from specivod.adapters.backup.snapshot_index import (
     ROOT,
     Entry,
@@ -33,7 +34,8 @@ from specivod.adapters.backup.snapshot_index import (
     read_known,
     write_lines,
 )
-from specivod.adapters.backup.snapshot_walk import GONE, Walker
+from specivod.adapters.backup.snapshot_pool import planned_workers, start_pool
+from specivod.adapters.backup.snapshot_walk import Walker
 from specivod.adapters.backup.tarwalk import StatSeen
 from specivod.domain.errors import BackupError
 
@@ -88,26 +90,46 @@ def take_snapshot(
     checksum: bool = False,
     done: BytesDone | None = None,
     seen: StatSeen | None = None,
+    workers: int | None = None,
 ) -> SnapshotSummary:
     """Snapshot ``source`` into the new directory ``tree`` and write its ``index``.
 
-    ``seen`` is called with each live path right after it was stat'ed, before it is read."""
+    ``seen`` is called with each live path right after it was stat'ed, before it is read (the
+    walk then takes no worker processes). ``workers``: how many (``snapshot_pool``); by default
+    as many as pay against the previous snapshot's size."""
     if not source.is_dir():
         raise BackupError(f"the data dir {source} does not exist or is not a directory")
-    known = load_known(previous)
+    if workers is None:
+        workers = (
+            0 if seen is not None else planned_workers(None if previous is None else previous.index)
+        )
     try:
         tree.mkdir(mode=0o700)
     except OSError as error:
         raise BackupError(f"cannot create the snapshot {tree}: {error}") from None
-    walker = Walker(
-        source,
-        tree=tree,
-        previous=None if previous is None else str(previous.directory),
-        known=known,
+    pool = start_pool(
+        workers if previous is not None else 0,
+        source=str(source),
         checksum=checksum,
-        done=done,
-        seen=seen,
+        tree_device=tree.lstat().st_dev,
     )
+    try:
+        known = load_known(previous)
+        walker = Walker(
+            source,
+            tree=tree,
+            previous=None if previous is None else str(previous.directory),
+            known=known,
+            checksum=checksum,
+            done=done,
+            seen=seen,
+            workers=pool,
+        )
+    except BaseException:
+        if pool is not None:
+            pool.close(kill=True)
+        remove_tree(tree)
+        raise
     try:
         tree.chmod(0o700)
         index_sha256, _ = write_lines(index, walker.walk())

@@ -4,7 +4,7 @@ Paths are plain strings relative to the data dir: a ``Path`` per file would cost
 system calls it wraps, and a data dir has 100,000 of them.
 """
 
-# ruff: noqa: PTH108, PTH208
+# ruff: noqa: PTH208
 
 from __future__ import annotations
 
@@ -16,75 +16,44 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from specivod.adapters.backup.copying import (
-    NO_LINK,
-    Copier,
-    child,
-    link,
-    same_file_metadata,
-    same_version,
-    set_metadata,
+from specivod.adapters.backup.copying import Copier, child, link, set_metadata
+from specivod.adapters.backup.files import BytesDone
+from specivod.adapters.backup.snapshot_file import (
+    GONE,
+    Copy,
+    Counts,
+    Place,
+    copy_file,
+    link_from_previous,
 )
-from specivod.adapters.backup.files import BytesDone, sha256_of
 from specivod.adapters.backup.snapshot_index import (
     ROOT,
     Entry,
     Known,
     encoded,
     entry_of,
-    file_line,
     relinked,
 )
+from specivod.adapters.backup.snapshot_pool import WorkerPool, ready_pool
+from specivod.adapters.backup.snapshot_worker import DEFER, Reply
 from specivod.adapters.backup.tarwalk import StatSeen
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 3
-"""Copies of a file that keeps changing while it is copied, before it is kept as read."""
-GONE = (FileNotFoundError, NotADirectoryError)
 COPY_THREADS = 4
 """Reads of a cold cache overlap: 4 beat 3 and 2 (2 cores), at the price of more GIL turns."""
 WINDOW = 256
 """Files copied or queued ahead of the index writer, at most."""
+PARALLEL_WINDOW = 4096
+"""The same with worker processes: enough batches ahead to keep every worker busy."""
+BATCH_FILES = 256
+"""Names of one directory sent to a worker at a time."""
 
 
-@dataclass
-class Counts:
-    files: int = 0
-    directories: int = 0
-    symlinks: int = 0
-    bytes_total: int = 0
-    files_copied: int = 0
-    bytes_copied: int = 0
-    files_linked: int = 0
-    bytes_linked: int = 0
-    reflinked: int = 0
-    vanished: int = 0
-    changed: int = 0
-    flagged: int = 0
-    skipped: int = 0
-    hard_links: int = 0
-    flagged_paths: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Copy:
-    """What a copy job did; counted by the walk, in index order."""
-
-    entry: Entry | None
-    changed: bool = False
-    flagged: bool = False
-    reflinked: bool = False
-
-
-Pending = Entry | bytes | Future[_Copy]
-"""In index order: an entry, a line already encoded, or a copy under way."""
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Directories:
     """Open descriptors of one directory: in the data dir, the new tree and the previous one.
     Names are looked up relative to them: a path walk per file would cost more."""
@@ -97,6 +66,38 @@ class _Directories:
         for descriptor in (self.live, self.tree, self.previous):
             if descriptor is not None:
                 os.close(descriptor)
+
+    def duplicate(self) -> _Directories:
+        previous = None if self.previous is None else os.dup(self.previous)
+        return _Directories(os.dup(self.live), os.dup(self.tree), previous)
+
+    @property
+    def descriptors(self) -> list[int]:
+        return [self.live, self.tree] + ([] if self.previous is None else [self.previous])
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Names of one directory a worker links or copies; holds its own copies of the directory's
+    descriptors until the walk has settled every name (it visits some itself)."""
+
+    directory: str
+    reply: Future[Reply]
+    directories: _Directories
+    unsettled: int
+    lines: list[bytes | None] | None = None
+    """The worker's reply, once the walk took it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    batch: _Batch
+    index: int
+    name: str
+
+
+Pending = Entry | bytes | Future[Copy] | _Slot
+"""In index order: an entry, a line already encoded, a copy under way, or a name a worker has."""
 
 
 def _open_directory(name: str, parent: int | None = None) -> int:
@@ -114,11 +115,19 @@ def _open_if_there(name: str, parent: int | None = None) -> int | None:
         raise
 
 
+Listing = Iterator[tuple[str, _Slot | None]]
+"""A directory's names in order; those a worker has come with their slot."""
+
+
 class Walker:
     """Walks the live tree in index order. File copies run on a few threads (reading, hashing
     and writing release the GIL, so one file's hashing overlaps another's I/O); everything else,
     and all counting, happens on the walking thread. ``done`` may be called from those threads,
-    one call at a time."""
+    one call at a time.
+
+    Against a large previous snapshot, worker processes (``snapshot_pool``) take the regular
+    files of each directory in batches, and the walk only lists, orders and writes; what they
+    leave (hard links, symlinks, special files) the walk visits when it reaches it in order."""
 
     def __init__(
         self,
@@ -130,7 +139,9 @@ class Walker:
         checksum: bool,
         done: BytesDone | None,
         seen: StatSeen | None,
+        workers: WorkerPool | None = None,
     ) -> None:
+        """``workers``: started for this walk (``start_pool``); it stops them."""
         self._source = str(source)
         self._tree = str(tree)
         self._previous = previous
@@ -140,10 +151,16 @@ class Walker:
         self._seen = seen
         self._copiers = threading.local()
         self._pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="snapshot-copy")
-        self._inodes: dict[tuple[int, int], Entry | Future[_Copy]] = {}
+        self._inodes: dict[tuple[int, int], Entry | Future[Copy]] = {}
         self._tree_device = os.lstat(self._tree).st_dev
         self._directories: list[tuple[str, os.stat_result]] = []
+        self._batches: deque[_Batch] = deque()
+        self._workers = ready_pool(workers)
         self.counts = Counts()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [] if self._workers is None else self._workers.pids
 
     def walk(self) -> Iterator[bytes]:
         """The index lines in index order, each path in the tree before its line is yielded;
@@ -156,8 +173,14 @@ class Walker:
             self.close()
 
     def close(self) -> None:
-        """Wait for the copies under way; drop those not started."""
+        """Wait for the copies under way; drop those not started. Workers end after their batch
+        when the walk is complete, and at once when it is not."""
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.close(kill=bool(self._batches))
         self._pool.shutdown(wait=True, cancel_futures=True)
+        while self._batches:
+            self._batches.popleft().directories.close()
 
     def _walk(self) -> Iterator[bytes]:
         status = os.lstat(self._source)
@@ -168,59 +191,135 @@ class Walker:
             _open_directory(self._tree),
             None if self._previous is None else _open_if_there(self._previous),
         )
-        stack = [(ROOT, iter(sorted(os.listdir(root.live))), root)]
+        stack: list[tuple[str, Listing, _Directories]] = []
+        try:
+            stack.append((ROOT, self._listing(ROOT, root), root))
+        except BaseException:
+            root.close()
+            raise
+        window = WINDOW if self._workers is None else PARALLEL_WINDOW
         pending: deque[Pending] = deque()
         try:
             while stack:
                 parent, names, directories = stack[-1]
-                name = next(names, None)
+                name, slot = next(names, (None, None))
                 if name is None:
                     stack.pop()[2].close()
                     continue
-                path = child(parent, name)
-                found = self._visit(path, name, directories)
-                if found is not None:
-                    item, children = found
-                    if children is not None:
-                        listed, opened = children
-                        stack.append((path, iter(listed), opened))
+                if slot is not None:
+                    pending.append(slot)
+                elif (item := self._step(parent, name, directories, stack)) is not None:
                     if not pending and type(item) is bytes:
-                        yield item  # a file linked from the previous snapshot, nothing before it
+                        yield item  # a file linked from the previous snapshot, none before
                         continue
                     pending.append(item)
-                while pending and (len(pending) > WINDOW or _ready(pending[0])):
-                    if (line := self._settle(pending.popleft())) is not None:
+                while pending and (len(pending) > window or _ready(pending[0])):
+                    if (line := self._settle(pending)) is not None:
                         yield line
             while pending:
-                if (line := self._settle(pending.popleft())) is not None:
+                if (line := self._settle(pending)) is not None:
                     yield line
         finally:
             for _, _, directories in stack:
                 directories.close()
 
-    def _settle(self, item: Pending) -> bytes | None:
+    def _step(
+        self,
+        parent: str,
+        name: str,
+        directories: _Directories,
+        stack: list[tuple[str, Listing, _Directories]],
+    ) -> Pending | None:
+        """Visit the name; a directory goes on the stack (its contents come next)."""
+        found = self._visit(child(parent, name), name, directories)
+        if found is None:
+            return None
+        item, children = found
+        if children is not None:
+            path, opened = children
+            try:
+                stack.append((path, self._listing(path, opened), opened))
+            except BaseException:
+                opened.close()
+                raise
+        return item
+
+    def _listing(self, path: str, directories: _Directories) -> Listing:
+        """The names in the directory, sorted; with workers, its entries that are not
+        directories go to them in batches now, each name with its slot."""
+        if self._workers is None:
+            return ((name, None) for name in sorted(os.listdir(directories.live)))
+        with os.scandir(directories.live) as scan:
+            entries = sorted(
+                ((entry.name, entry.is_dir(follow_symlinks=False)) for entry in scan),
+            )
+        files = [name for name, is_directory in entries if not is_directory]
+        slots: dict[str, _Slot] = {}
+        for start in range(0, len(files), BATCH_FILES):
+            names = files[start : start + BATCH_FILES]
+            batch = self._submit_batch(path, names, directories)
+            slots.update((name, _Slot(batch, index, name)) for index, name in enumerate(names))
+        return ((name, slots.get(name)) for name, _ in entries)
+
+    def _submit_batch(self, path: str, names: list[str], directories: _Directories) -> _Batch:
+        assert self._workers is not None
+        known = self._known
+        knowns = [known.get(child(path, name)) for name in names]
+        own = directories.duplicate()
+        try:
+            reply = self._workers.submit((path, names, knowns), own.descriptors)
+        except BaseException:
+            own.close()
+            raise
+        batch = _Batch(path, reply, own, len(names))
+        self._batches.append(batch)
+        return batch
+
+    def _settle(self, pending: deque[Pending]) -> bytes | None:
+        """The head's line; None when it has none (vanished), or when the walk still had to visit
+        a worker's name (its copy is queued first then)."""
+        item = pending.popleft()
+        if isinstance(item, _Slot):
+            visited = self._from_worker(item)
+            if visited is None or isinstance(visited, bytes):
+                return visited
+            pending.appendleft(visited)
+            return None
         if isinstance(item, bytes):
             return item
         if isinstance(item, Entry):
             return encoded(item)
-        result = item.result()
-        if result.entry is None:
-            self.counts.vanished += 1
-            return None
-        size = result.entry.size
-        self._count_file(size)
-        self.counts.files_copied += 1
-        self.counts.bytes_copied += size
-        self.counts.reflinked += result.reflinked
-        self.counts.changed += result.changed
-        if result.flagged:
-            self.counts.flagged += 1
-            self.counts.flagged_paths.append(result.entry.path)
-        return encoded(result.entry)
+        entry = self.counts.count_copy(item.result())
+        return None if entry is None else encoded(entry)
+
+    def _from_worker(self, slot: _Slot) -> bytes | Pending | None:
+        batch = slot.batch
+        lines = batch.lines
+        if lines is None:
+            lines, counts, copied = batch.reply.result()
+            batch.lines = lines
+            self.counts.add(counts)
+            if copied and self._done is not None:
+                self._done(copied)
+        line = lines[slot.index]
+        try:
+            if line != DEFER:
+                return line
+            return self._visit_left(child(batch.directory, slot.name), slot.name, batch.directories)
+        finally:
+            batch.unsettled -= 1
+            if batch.unsettled == 0:
+                self._batches.remove(batch)
+                batch.directories.close()
+
+    def _visit_left(self, path: str, name: str, directories: _Directories) -> Pending | None:
+        """A name a worker left to the walk: no directory any more (it was listed as a file)."""
+        found = self._visit(path, name, directories, directory=False)
+        return None if found is None else found[0]
 
     def _visit(
-        self, path: str, name: str, directories: _Directories
-    ) -> tuple[Pending, tuple[list[str], _Directories] | None] | None:
+        self, path: str, name: str, directories: _Directories, *, directory: bool = True
+    ) -> tuple[Pending, tuple[str, _Directories] | None] | None:
         try:
             status = os.lstat(name, dir_fd=directories.live)
             if self._seen is not None:
@@ -229,7 +328,15 @@ class Walker:
             if stat.S_ISREG(mode):
                 return self._file(path, name, status, directories), None
             if stat.S_ISDIR(mode):
-                return self._directory(path, name, status, directories)
+                if directory:
+                    return self._directory(path, name, status, directories)
+                log.warning(
+                    "snapshot: leaving out %s/%s: it turned into a directory during the snapshot",
+                    self._source,
+                    path,
+                )
+                self.counts.vanished += 1
+                return None
             if stat.S_ISLNK(mode):
                 return self._symlink(path, name, status, directories), None
         except GONE:
@@ -243,10 +350,9 @@ class Walker:
 
     def _directory(
         self, path: str, name: str, status: os.stat_result, directories: _Directories
-    ) -> tuple[Entry, tuple[list[str], _Directories]]:
+    ) -> tuple[Entry, tuple[str, _Directories]]:
         live = _open_directory(name, directories.live)
         try:
-            children = sorted(os.listdir(live))
             os.mkdir(name, 0o700, dir_fd=directories.tree)
             copy = _open_directory(name, directories.tree)
         except BaseException:
@@ -257,7 +363,7 @@ class Walker:
             earlier = _open_if_there(name, directories.previous)
         self._directories.append((f"{self._tree}/{path}", status))
         self.counts.directories += 1
-        return entry_of(path, "dir", status), (children, _Directories(live, copy, earlier))
+        return entry_of(path, "dir", status), (path, _Directories(live, copy, earlier))
 
     def _symlink(
         self, path: str, name: str, status: os.stat_result, directories: _Directories
@@ -279,10 +385,18 @@ class Walker:
             earlier = self._inodes[key]
             first = earlier if isinstance(earlier, Entry) else earlier.result().entry
             if first is not None and link(f"{self._tree}/{first.path}", copy):
-                self._count_file(first.size)
+                self.counts.count_file(first.size)
                 self.counts.hard_links += 1
                 return relinked(first, path)
-        linked = self._linked_from_previous(path, name, status, directories)
+        linked = link_from_previous(
+            path,
+            name,
+            status,
+            self._known.get(path),
+            (directories.live, directories.tree, directories.previous),
+            checksum_of=f"{self._source}/{path}" if self._checksum else None,
+            counts=self.counts,
+        )
         if isinstance(linked, bytes):
             return linked
         item = linked if linked is not None else self._submit(path, copy)
@@ -290,108 +404,21 @@ class Walker:
             self._inodes[key] = item
         return item
 
-    def _submit(self, path: str, copy: str) -> Future[_Copy]:
+    def _submit(self, path: str, copy: str) -> Future[Copy]:
         return self._pool.submit(self._copied, path, f"{self._source}/{path}", copy)
 
-    def _linked_from_previous(
-        self, path: str, name: str, status: os.stat_result, directories: _Directories
-    ) -> Entry | bytes | None:
-        """A hard link to the previous snapshot's copy if the file is unchanged: its index line,
-        or its entry if the data dir has other links to it (they are linked to this one)."""
-        known = self._known.get(path)
-        if known is None or directories.previous is None:
-            return None
-        size, mtime_ns, inode, ctime_ns, sha256 = known
-        if (
-            size != status.st_size
-            or mtime_ns != status.st_mtime_ns
-            or inode != status.st_ino
-            or ctime_ns != status.st_ctime_ns
-        ):
-            return None  # ctime too: no program can set it back after writing in place
-        try:
-            kept = os.lstat(name, dir_fd=directories.previous)
-        except GONE:
-            return None
-        if not same_file_metadata(kept, status):
-            return None  # chmod/chown since, or a damaged copy: the link would carry the old
-        if self._checksum and _live_sha256(f"{self._source}/{path}") != sha256:
-            return None
-        try:
-            os.link(
-                name,
-                name,
-                src_dir_fd=directories.previous,
-                dst_dir_fd=directories.tree,
-                follow_symlinks=False,
-            )
-        except OSError as error:
-            if error.errno in NO_LINK:
-                return None
-            raise
-        counts = self.counts
-        counts.files += 1
-        counts.bytes_total += size
-        counts.files_linked += 1
-        counts.bytes_linked += size
-        mode = stat.S_IMODE(status.st_mode)
-        if status.st_nlink == 1:
-            return file_line(path, mode, status.st_uid, status.st_gid, known)
-        return Entry(
-            path,
-            "file",
-            mode,
-            status.st_uid,
-            status.st_gid,
-            mtime_ns,
-            size,
-            sha256,
-            None,
-            inode,
-            ctime_ns,
-        )
-
-    def _copied(self, path: str, live: str, copy: str) -> _Copy:
+    def _copied(self, path: str, live: str, copy: str) -> Copy:
         copier: Copier | None = getattr(self._copiers, "copier", None)
         if copier is None:
             copier = self._copiers.copier = Copier()
-        for attempt in range(1, ATTEMPTS + 1):
-            if attempt > 1:
-                os.unlink(copy)
-            try:
-                source = os.open(live, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError as error:
-                if isinstance(error, GONE) or error.errno == errno.ELOOP:
-                    return _Copy(None)  # gone, or replaced by a symlink since stat'ed
-                raise
-            try:
-                before = os.fstat(source)
-                if not stat.S_ISREG(before.st_mode):
-                    return _Copy(None)
-                target = os.open(copy, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                try:
-                    copied = copier.copy(
-                        source, target, before, self._done, target_device=self._tree_device
-                    )
-                    after = os.fstat(source)
-                    steady = copied.size == before.st_size and same_version(before, after)
-                    if steady or attempt == ATTEMPTS:
-                        set_metadata(target, before)
-                finally:
-                    os.close(target)
-            finally:
-                os.close(source)
-            if steady:
-                break
-        entry = entry_of(path, "file", before, size=copied.size, sha256=copied.sha256)
-        return _Copy(entry, attempt > 1 or not steady, not steady, copied.reflinked)
-
-    def _count_file(self, size: int) -> None:
-        self.counts.files += 1
-        self.counts.bytes_total += size
+        return copy_file(
+            path, Place(live, copy), copier, done=self._done, tree_device=self._tree_device
+        )
 
 
 def _ready(item: Pending) -> bool:
+    if type(item) is _Slot:
+        return item.batch.lines is not None or item.batch.reply.done()
     return not isinstance(item, Future) or item.done()
 
 
@@ -403,10 +430,3 @@ def _serialized(done: BytesDone) -> BytesDone:
             done(amount)
 
     return report
-
-
-def _live_sha256(live: str) -> str | None:
-    try:
-        return sha256_of(Path(live))
-    except OSError:
-        return None
