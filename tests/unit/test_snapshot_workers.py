@@ -17,13 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from specivod.adapters.backup import snapshot, snapshot_pool
+from specivod.adapters.backup import snapshot, snapshot_pool, snapshot_walk
 from specivod.adapters.backup.snapshot import Previous, SnapshotSummary, take_snapshot
 from specivod.adapters.backup.snapshot_index import read_index
 from specivod.adapters.backup.snapshot_pool import WorkerPool, planned_workers, start_pool
 from specivod.adapters.backup.snapshot_worker import DEFER, BatchWorker
 from specivod.domain.errors import BackupError
 from tests.unit.snapshot_kit import build_tree, change_files, describe
+
+
+@pytest.fixture(autouse=True)
+def _every_directory_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trees here are small: without this, directories of a few files stay with the walk."""
+    monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 1)
 
 
 def snap(
@@ -328,3 +334,54 @@ def test_a_worker_channel_carries_descriptors_with_their_message() -> None:
         assert receive(theirs, descriptors=3) == ("second", [])
         ours.shutdown(socket.SHUT_WR)
         assert receive(theirs) is None
+
+
+def test_many_small_directories_stay_within_a_low_open_file_limit(tmp_path: Path) -> None:
+    """Each batch holds its directory's descriptors until the walk settles it: a tree of many
+    small directories must not run out of them (the soft limit under systemd is 1024)."""
+    data = tmp_path / "data"
+    for number in range(1500):
+        directory = data / f"u{number % 10}" / f"upload-{number:05d}"
+        directory.mkdir(parents=True)
+        for part in range(20):
+            (directory / f"part-{part:02d}").write_bytes(b"%d" % (number * 100 + part))
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from specivod.adapters.backup.snapshot import Previous, take_snapshot\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+        "root = Path(sys.argv[1])\n"
+        "take_snapshot(root / 'data', root / 'one', root / 'one.index', None)\n"
+        "two = take_snapshot(root / 'data', root / 'two', root / 'two.index',\n"
+        "    Previous(root / 'one', root / 'one.index'), workers=2)\n"
+        "print(two.files_linked)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["30000"]
+
+
+def test_directories_of_few_files_stay_with_the_walk_and_large_ones_go_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 16)
+    monkeypatch.setattr(snapshot_walk, "BATCH_FILES", 8)
+    data = tmp_path / "data"
+    for directory, count in (("few", 15), ("many", 20)):
+        (data / directory).mkdir(parents=True)
+        for number in range(count):
+            (data / directory / f"f{number:02d}").write_bytes(b"%d" % number)
+    snap(tmp_path, "one", None, 0)
+    sent: list[tuple[str, int]] = []
+    submit = WorkerPool.submit
+
+    def spy(pool: WorkerPool, batch: tuple[str, list[str], list[object]], fds: list[int]) -> object:
+        sent.append((batch[0], len(batch[1])))
+        return submit(pool, batch, fds)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(WorkerPool, "submit", spy)
+    summary = snap(tmp_path, "two", "one", 2)
+    assert sent == [("many", 8), ("many", 8), ("many", 4)]
+    assert summary.files_linked == 35

@@ -51,6 +51,10 @@ PARALLEL_WINDOW = 4096
 """The same with worker processes: enough batches ahead to keep every worker busy."""
 BATCH_FILES = 256
 """Names of one directory sent to a worker at a time."""
+SMALLEST_BATCH = 16
+"""A directory with fewer files is walked here: a batch costs more than its files then."""
+OPEN_BATCHES = 32
+"""Batches sent and not yet settled, at most: each holds three directory descriptors."""
 
 
 @dataclass(slots=True)
@@ -213,7 +217,9 @@ class Walker:
                         yield item  # a file linked from the previous snapshot, none before
                         continue
                     pending.append(item)
-                while pending and (len(pending) > window or _ready(pending[0])):
+                while pending and (
+                    len(pending) > window or len(self._batches) > OPEN_BATCHES or _ready(pending[0])
+                ):
                     if (line := self._settle(pending)) is not None:
                         yield line
             while pending:
@@ -254,12 +260,31 @@ class Walker:
                 ((entry.name, entry.is_dir(follow_symlinks=False)) for entry in scan),
             )
         files = [name for name, is_directory in entries if not is_directory]
-        slots: dict[str, _Slot] = {}
-        for start in range(0, len(files), BATCH_FILES):
-            names = files[start : start + BATCH_FILES]
-            batch = self._submit_batch(path, names, directories)
-            slots.update((name, _Slot(batch, index, name)) for index, name in enumerate(names))
-        return ((name, slots.get(name)) for name, _ in entries)
+        if len(files) < SMALLEST_BATCH:
+            return ((name, None) for name, _ in entries)
+        return self._batched(path, entries, files, directories)
+
+    def _batched(
+        self,
+        path: str,
+        entries: list[tuple[str, bool]],
+        files: list[str],
+        directories: _Directories,
+    ) -> Listing:
+        """The listing of a directory whose files go to workers: each batch is sent when the walk
+        reaches its first name, so only ``OPEN_BATCHES`` are out at a time."""
+        batch: _Batch | None = None
+        index = 0
+        for name, is_directory in entries:
+            if is_directory:
+                yield name, None
+                continue
+            if index % BATCH_FILES == 0:
+                names = files[index : index + BATCH_FILES]
+                batch = self._submit_batch(path, names, directories)
+            assert batch is not None
+            yield name, _Slot(batch, index % BATCH_FILES, name)
+            index += 1
 
     def _submit_batch(self, path: str, names: list[str], directories: _Directories) -> _Batch:
         assert self._workers is not None
