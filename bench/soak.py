@@ -43,6 +43,7 @@ from sandbox.dockerd import start_engine
 from sandbox.images import ImageNames, build_and_push, push_releases
 from sandbox.releases import Behaviour, Release
 from tests.e2e.test_daemon_real import retag
+from tests.support import alertmanager
 from tests.support.ports import free_port
 from tests.support.registry import start_registry
 
@@ -92,24 +93,9 @@ def wait_transaction(daemon: Daemon, kind: str, after: int, to: str | None) -> d
 
 def deliver_alert(daemon: Daemon, fingerprint: str, started: datetime) -> int:
     labels = {"alertname": "SpecivoDown", "severity": "critical", "soak": fingerprint}
-    payload = {
-        "version": "4",
-        "groupKey": '{}:{alertname="SpecivoDown"}',
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "specivod",
-        "groupLabels": {"alertname": "SpecivoDown"},
-        "commonLabels": labels,
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "startsAt": started.isoformat(),
-                "endsAt": "0001-01-01T00:00:00Z",
-                "fingerprint": fingerprint,
-            }
-        ],
-    }
+    payload = alertmanager.delivery(
+        alertmanager.alert(started=started, fingerprint=fingerprint, labels=labels, annotations={})
+    )
     request = urllib.request.Request(  # noqa: S310 (our own http URL)
         f"{daemon.base}/api/v1/alertmanager",
         data=json.dumps(payload).encode(),

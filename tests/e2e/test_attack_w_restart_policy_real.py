@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 
 from sandbox.config import specivod_config, write_config
-from sandbox.deployment import COMPOSE_FILE, SandboxDeployment, create_deployment
+from sandbox.deployment import COMPOSE_FILE, SandboxDeployment
 from sandbox.releases import BASELINE, MIGRATES_THEN_FAILS, SMOKE_PASSWORD, SMOKE_USER
 from tests.conftest import Specivod, Stack
-from tests.support.own_dockerd import OwnDockerd
+from tests.support.own_dockerd import OwnDockerd, deployment_on
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.stack
@@ -56,13 +56,8 @@ def engine(
 
 @pytest.fixture
 def deployment(engine: OwnDockerd, stack: Stack, tmp_path: Path) -> Iterator[SandboxDeployment]:
-    created = create_deployment(tmp_path, stack.images, compose_file=ALWAYS_RESTARTED)
-    try:
+    with deployment_on(engine, stack.images, tmp_path, compose_file=ALWAYS_RESTARTED) as created:
         yield created
-    finally:
-        if engine.pid is None:
-            engine.start()
-        created.down()
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> dict[str, object]:

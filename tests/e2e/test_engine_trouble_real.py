@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 
 from sandbox.config import specivod_config, write_config
-from sandbox.deployment import SandboxDeployment, create_deployment
+from sandbox.deployment import SandboxDeployment
 from sandbox.releases import BASELINE, HEALTHY_UPGRADE, MIGRATES_THEN_FAILS
 from specivod.domain.states import State
 from tests.conftest import Specivod, Stack
-from tests.support.own_dockerd import OwnDockerd
+from tests.support.own_dockerd import OwnDockerd, deployment_on
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
@@ -72,13 +72,8 @@ def engine(own_engine: OwnDockerd, monkeypatch: pytest.MonkeyPatch) -> OwnDocker
 
 @pytest.fixture
 def deployment(engine: OwnDockerd, stack: Stack, tmp_path: Path) -> Iterator[SandboxDeployment]:
-    created = create_deployment(tmp_path, stack.images)
-    try:
+    with deployment_on(engine, stack.images, tmp_path) as created:
         yield created
-    finally:
-        if engine.pid is None:
-            engine.start()
-        created.down()
 
 
 def specivod_for(

@@ -26,6 +26,7 @@ from tests.e2e.test_alertmanager_real import (
     upgraded_daemon,
 )
 from tests.e2e.test_daemon_real import get, status_of
+from tests.support import alertmanager
 from tests.support.waiting import wait_for
 
 __all__ = ["notifications", "upgraded_daemon"]  # fixtures, imported so that pytest finds them
@@ -37,27 +38,13 @@ TEN_MB = 10 * 1024 * 1024
 
 def payload(**extra_annotations: str) -> dict[str, Any]:
     """An Alertmanager v4 delivery of a firing SpecivoDown alert that started just now."""
-    alert = {
-        "status": "firing",
-        "labels": {"alertname": "SpecivoDown", "severity": "critical"},
-        "annotations": {"summary": "hostile test", **extra_annotations},
-        "startsAt": datetime.now(UTC).isoformat(),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://127.0.0.1/graph",
-        "fingerprint": secrets.token_hex(8),
-    }
-    return {
-        "version": "4",
-        "groupKey": '{}:{alertname="SpecivoDown"}',
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "specivod",
-        "groupLabels": {"alertname": "SpecivoDown"},
-        "commonLabels": alert["labels"],
-        "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [alert],
-    }
+    firing = alertmanager.alert(
+        started=datetime.now(UTC),
+        fingerprint=secrets.token_hex(8),
+        labels={"alertname": "SpecivoDown", "severity": "critical"},
+        annotations={"summary": "hostile test", **extra_annotations},
+    )
+    return alertmanager.delivery(firing)
 
 
 def chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:

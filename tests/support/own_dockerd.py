@@ -16,11 +16,15 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException
+
+from sandbox.deployment import COMPOSE_FILE, SandboxDeployment, create_deployment
+from sandbox.images import ImageNames
 
 SHORT_ROOT = Path("/run")
 START_TIMEOUT = 60.0
@@ -333,3 +337,18 @@ class OwnDockerd:
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+@contextlib.contextmanager
+def deployment_on(
+    engine: OwnDockerd, images: ImageNames, directory: Path, *, compose_file: str = COMPOSE_FILE
+) -> Iterator[SandboxDeployment]:
+    """A sandbox deployment for a test that stops and starts ``engine``: taken down at the end,
+    after starting the engine again if the test left it stopped."""
+    created = create_deployment(directory, images, compose_file=compose_file)
+    try:
+        yield created
+    finally:
+        if engine.pid is None:
+            engine.start()
+        created.down()

@@ -18,6 +18,7 @@ from specivod.web.webhook import (
     decide,
     new_webhook_counts,
 )
+from tests.support import alertmanager
 
 UPGRADE_STARTED = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 UPGRADE = LastUpgrade(
@@ -39,32 +40,14 @@ def alert(
     starts_at: datetime = UPGRADE.finished_at + timedelta(minutes=1),
     fingerprint: str = "f1",
 ) -> dict[str, Any]:
-    return {
-        "status": status,
-        "labels": {"alertname": name, "severity": severity, "instance": "api:8080"},
-        "annotations": {"summary": "down"},
-        "startsAt": starts_at.isoformat().replace("+00:00", "Z"),
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus/graph",
-        "fingerprint": fingerprint,
-    }
+    labels = {"alertname": name, "severity": severity, "instance": "api:8080"}
+    return alertmanager.alert(
+        started=starts_at, fingerprint=fingerprint, status=status, labels=labels
+    )
 
 
 def payload(*alerts: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "version": "4",
-        "groupKey": '{}:{alertname="SpecivoDown"}',
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": "specivod",
-        "groupLabels": {"alertname": "SpecivoDown"},
-        "commonLabels": {"alertname": "SpecivoDown"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": list(alerts),
-    }
-    body.update(extra)
-    return body
+    return alertmanager.delivery(*alerts, **{"commonLabels": {"alertname": "SpecivoDown"}, **extra})
 
 
 def run(
