@@ -15,10 +15,10 @@ from specivod.adapters.backup.estimate import human_size
 from specivod.adapters.backup.manifest import DataDirSnapshot
 from specivod.adapters.compose import ComposeDeployment
 from specivod.commands import exit_codes
+from specivod.commands.backup_rules import refuse_between_versions, still_needed
 from specivod.commands.output import emit_json, error, say
 from specivod.commands.progress_bars import progress_on
 from specivod.domain.errors import LockedError, SpecivodError
-from specivod.engine.journal import Journal
 from specivod.engine.lock import host_lock
 from specivod.settings import Settings
 
@@ -32,8 +32,8 @@ async def backup(settings: Settings) -> int:
     backups = Backups(settings.backup, deployment)
     try:
         with host_lock(settings.state.dir, "backup"), progress_on(sys.stderr) as progress:
-            _refuse_between_versions(settings)
-            protect, keep_set_aside = _still_needed(settings)
+            refuse_between_versions(settings)
+            protect, keep_set_aside = still_needed(settings)
             manifest = await backups.create(
                 version=deployment.pinned_version(),
                 reason="manual",
@@ -57,19 +57,6 @@ async def backup(settings: Settings) -> int:
     return exit_codes.OK
 
 
-def _refuse_between_versions(settings: Settings) -> None:
-    """A transaction a killed specivod left open may have restored the data under a pin that
-    does not match it yet: a backup now would carry the wrong version."""
-    with Journal(settings.state.dir) as journal:
-        unfinished = journal.unfinished()
-    if unfinished is not None:
-        raise SpecivodError(
-            f"transaction {unfinished.id} ({unfinished.kind.value} {unfinished.from_version} → "
-            f"{unfinished.to_version}) was left unfinished in {unfinished.state.name}; the "
-            "deployment may be between versions. Run `specivod recover` first"
-        )
-
-
 def _data_dir_summary(manifest: BackupManifest) -> str:
     data = manifest.data_dir
     if not isinstance(data, DataDirSnapshot):
@@ -79,12 +66,6 @@ def _data_dir_summary(manifest: BackupManifest) -> str:
         f"{data.file_count} files, {human_size(data.bytes_total)}: {data.files_copied} copied "
         f"({human_size(data.bytes_copied)}){linked}"
     )
-
-
-def _still_needed(settings: Settings) -> tuple[list[str], list[str]]:
-    """The backups and set-aside trees retention must keep."""
-    with Journal(settings.state.dir) as journal:
-        return journal.backups_still_needed(), journal.set_aside_still_needed()
 
 
 def list_backups(settings: Settings, as_json: bool) -> int:

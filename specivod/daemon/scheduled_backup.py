@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from specivod.adapters.backup.backups import BackupManifest, Backups, backups_in
 from specivod.adapters.compose import ComposeDeployment
-from specivod.commands.backups import _refuse_between_versions, _still_needed
+from specivod.commands.backup_rules import refuse_between_versions, still_needed
 from specivod.commands.status import needs_a_person
 from specivod.daemon.scheduling import window_verdict
 from specivod.domain.errors import LockedError, SpecivodError
@@ -45,8 +45,8 @@ async def take_scheduled_backup(settings: Settings) -> BackupManifest:
     )
     try:
         with host_lock(settings.state.dir, "scheduled backup"):
-            _refuse_between_versions(settings)
-            protect, keep_set_aside = _still_needed(settings)
+            refuse_between_versions(settings)
+            protect, keep_set_aside = still_needed(settings)
             return await Backups(settings.backup, deployment).create(
                 version=deployment.pinned_version(),
                 reason=REASON,
