@@ -1,0 +1,134 @@
+"""Attacks on the snapshot walk's worker processes (``snapshot_pool``, ``snapshot_worker``): the
+rule is that workers change no result (same index, tree and counts as the walk alone) and add no
+way for anything outside specivod to act. Each xfail test here is a sequence that breaks it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from specivod.adapters.backup import snapshot_walk
+from specivod.adapters.backup.datasync import sync_from_snapshot
+from specivod.adapters.backup.files import sha256_of
+from specivod.adapters.backup.snapshot import (
+    Previous,
+    SnapshotSummary,
+    check_snapshot,
+    take_snapshot,
+)
+from specivod.adapters.backup.snapshot_index import read_index
+from specivod.domain.errors import BackupError
+from tests.unit.snapshot_kit import describe
+
+
+def snap(tmp_path: Path, name: str, previous: str | None, workers: int) -> SnapshotSummary:
+    earlier = (
+        None if previous is None else Previous(tmp_path / previous, tmp_path / f"{previous}.index")
+    )
+    return take_snapshot(
+        tmp_path / "data",
+        tmp_path / name,
+        tmp_path / f"{name}.index",
+        earlier,
+        workers=workers,
+    )
+
+
+@pytest.fixture
+def busy_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's reply is not there yet when the walk looks (a loaded machine, a big batch):
+    the walk settles a worker's names only when its window is full or the walk is over."""
+    ready = snapshot_walk._ready
+
+    def not_before_the_end(item: snapshot_walk.Pending) -> bool:
+        return type(item) is not snapshot_walk._Slot and ready(item)
+
+    monkeypatch.setattr(snapshot_walk, "_ready", not_before_the_end)
+
+
+def hard_link_into_a_small_directory(data: Path) -> None:
+    """``d`` is large enough for the workers; its first file has a second name in ``d/b-sub``,
+    a directory of one file, which the walk visits itself."""
+    (data / "d" / "b-sub").mkdir(parents=True)
+    (data / "d" / "a-link").write_bytes(b"two names, one inode")
+    os.link(data / "d" / "a-link", data / "d" / "b-sub" / "x")
+    for number in range(snapshot_walk.SMALLEST_BATCH + 4):
+        (data / "d" / f"c{number:02d}").write_bytes(b"%d" % number)
+
+
+@pytest.mark.usefixtures("busy_workers")
+@pytest.mark.xfail(
+    strict=True,
+    reason="U1: a hard link whose first name a worker DEFERs is entered in the inode map only "
+    "when its slot is settled, after the walk visited the second name itself: the index gets a "
+    "link_of pointing forward (d/a-link -> d/b-sub/x), unlike the walk alone",
+)
+def test_u1_a_hard_link_first_met_by_a_worker_keeps_the_index_of_the_walk_alone(
+    tmp_path: Path,
+) -> None:
+    hard_link_into_a_small_directory(tmp_path / "data")
+    snap(tmp_path, "one", None, 0)
+    snap(tmp_path, "alone", "one", 0)
+    snap(tmp_path, "parallel", "one", 2)
+    alone = [(e.path, e.link_of) for e in read_index(tmp_path / "alone.index")]
+    assert ("d/b-sub/x", "d/a-link") in alone
+    assert [(e.path, e.link_of) for e in read_index(tmp_path / "parallel.index")] == alone
+
+
+@pytest.mark.usefixtures("busy_workers")
+@pytest.mark.xfail(
+    strict=True,
+    reason="U1: the snapshot with a forward link_of passes check_snapshot, but a restore into "
+    "an empty data dir links d/a-link to d/b-sub/x before x exists and fails (ENOENT)",
+)
+def test_u1_a_snapshot_taken_with_workers_and_hard_links_restores_into_an_empty_data_dir(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    hard_link_into_a_small_directory(data)
+    snap(tmp_path, "one", None, 0)
+    two = snap(tmp_path, "two", "one", 2)
+    check_snapshot(
+        tmp_path / "two", tmp_path / "two.index", two.index_sha256, read_files=True
+    )  # accepted: every entry is there with its size and sha256
+    assert two.index_sha256 == sha256_of(tmp_path / "two.index")
+    restored = tmp_path / "restored"
+    try:
+        sync_from_snapshot(
+            tmp_path / "two", tmp_path / "two.index", restored, tmp_path / "restored-aside"
+        )
+    except BackupError as error:
+        pytest.fail(f"the accepted snapshot cannot be restored: {error}")
+    expected, actual = describe(data), describe(restored)
+    del expected["."], actual["."]
+    assert actual == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="U2: workers run `python -m`, which puts the working directory first on sys.path: "
+    "a pickle.py (socket.py, struct.py, ctypes/, specivod/ ...) there runs in every worker, as "
+    "the user taking the backup; the walk alone ran no code from the working directory",
+)
+def test_u2_a_worker_imports_nothing_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 1)
+    data = tmp_path / "data"
+    data.mkdir()
+    for number in range(20):
+        (data / f"f{number:02d}").write_bytes(b"%d" % number)
+    snap(tmp_path, "one", None, 0)
+    marker = tmp_path / "ran"
+    here = tmp_path / "operator-cwd"  # e.g. the compose directory, or the data dir itself
+    here.mkdir()
+    (here / "pickle.py").write_text(
+        f"open({str(marker)!r}, 'a').write('code from the working directory ran\\n')\n"
+        "raise ImportError('planted')\n"
+    )
+    monkeypatch.chdir(here)
+    two = snap(tmp_path, "two", "one", 2)
+    assert two.files_linked == 20
+    assert not marker.exists(), marker.read_text()
