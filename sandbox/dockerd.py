@@ -1,15 +1,18 @@
 """A Docker Engine for the sandbox: reuse a running one, or start dockerd as STACK.md says
 (no bridge, no iptables: every container uses the host network on loopback).
 
-Every session using the engine holds a shared ``flock`` on ``USERS`` while it does; the session
-that started dockerd stops it only when it can take that lock exclusively, so a test session
-never pulls the engine from under another one running on the same machine."""
+Every session using the engine holds a shared ``flock`` on ``USERS`` while it does. A dockerd
+started here is named in ``STARTED``; whichever session is its last user (it can take that lock
+exclusively) stops it, so a test session never pulls the engine from under another one running
+on the same machine, and an engine is not left running when the session that started it ended
+first. An engine this module did not start is never stopped."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +23,9 @@ from docker.errors import DockerException
 
 SOCKET = Path("/var/run/docker.sock")
 USERS = Path("/run/specivod-sandbox-engine.lock")
+STARTED = Path("/run/specivod-sandbox-engine.pid")
+"""The pid of the dockerd this module started, while it runs."""
+STOP_SECONDS = 30.0
 
 
 @dataclass
@@ -32,15 +38,36 @@ class Engine:
     def stop(self) -> None:
         self.client.close()
         try:
-            if self.process is not None and self.process.poll() is None and _last_user(self.users):
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            if _last_user(self.users):
+                _stop_started_engine()
         finally:
+            if self.process is not None and self.process.poll() is not None:
+                self.process.wait()
             os.close(self.users)
+
+
+def _started_pid() -> int | None:
+    """The dockerd named in ``STARTED``, if that process still is a running dockerd (not a
+    zombie its parent, the session that started it, has yet to reap)."""
+    try:
+        pid = int(STARTED.read_text())
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    command, _, rest = status.partition("(")[2].rpartition(")")
+    return pid if command == "dockerd" and rest.split()[0] != "Z" else None
+
+
+def _stop_started_engine() -> None:
+    pid = _started_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while _started_pid() == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _started_pid() == pid:
+            os.kill(pid, signal.SIGKILL)
+    STARTED.unlink(missing_ok=True)
 
 
 def _use() -> int:
@@ -79,6 +106,7 @@ def start_engine(log: Path) -> Engine:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    STARTED.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
