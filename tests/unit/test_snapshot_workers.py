@@ -385,3 +385,26 @@ def test_directories_of_few_files_stay_with_the_walk_and_large_ones_go_in_batche
     summary = snap(tmp_path, "two", "one", 2)
     assert sent == [("many", 8), ("many", 8), ("many", 4)]
     assert summary.files_linked == 35
+
+
+def test_a_worker_never_imports_code_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m`` puts the current directory first on sys.path: a ``specivod`` package there
+    (an operator running the CLI from /tmp) would run as root in the worker."""
+    planted = tmp_path / "specivod" / "adapters" / "backup"
+    planted.mkdir(parents=True)
+    for package in (tmp_path / "specivod", tmp_path / "specivod" / "adapters", planted):
+        (package / "__init__.py").write_text("")
+    marker = tmp_path / "planted-code-ran"
+    (planted / "snapshot_worker.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    live = tmp_path / "live"
+    live.mkdir()
+    pool = start_pool(1, source=str(live), checksum=False, tree_device=0)
+    assert pool is not None
+    try:
+        assert pool.wait_ready() == ""
+    finally:
+        pool.close()
+    assert not marker.exists()

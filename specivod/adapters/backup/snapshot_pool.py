@@ -59,6 +59,7 @@ class _Worker:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-P",  # no current directory on sys.path: only specivod's own package runs
                     "-m",
                     "specivod.adapters.backup.snapshot_worker",
                     str(os.getpid()),
@@ -66,7 +67,9 @@ class _Worker:
                 ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # never into a command's --json output
                 env=environment,
+                cwd="/",
             )
         except BaseException:
             ours.close()
