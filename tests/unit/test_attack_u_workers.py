@@ -140,6 +140,31 @@ def file_turned_directory(data: Path) -> None:
     (data / "d" / "m-file" / "inner").write_bytes(b"in the directory that replaced the file")
 
 
+@pytest.mark.usefixtures("busy_workers")
+@pytest.mark.xfail(
+    strict=True,
+    reason="U1: rolling back over a release that replaced d/b-sub/x, the forward link_of links "
+    "d/a-link to the release's x before x is restored: the restore reports success and "
+    "d/a-link holds the failed release's content (silently wrong data)",
+)
+def test_u1_a_rollback_over_a_release_that_replaced_a_hard_linked_file_brings_the_snapshot_back(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    hard_link_into_a_small_directory(data)
+    snap(tmp_path, "one", None, 0)
+    snap(tmp_path, "two", "one", 2)
+    before = describe(data)
+    release = data / "d" / "b-sub" / "written-by-the-release"
+    release.write_bytes(b"what the failed release wrote")
+    release.rename(data / "d" / "b-sub" / "x")  # an atomic replace: a new inode
+    sync_from_snapshot(tmp_path / "two", tmp_path / "two.index", data, tmp_path / "aside")
+    assert (data / "d" / "a-link").read_bytes() == b"two names, one inode"
+    after = describe(data)
+    del before["."], after["."]
+    assert after == before
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="U3: a name listed as a file that is a directory when the worker looks is DEFERred, "
