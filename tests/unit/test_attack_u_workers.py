@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -211,3 +213,40 @@ def test_u3_a_file_replaced_by_a_directory_after_the_listing_is_snapshotted_as_t
     parallel = snap(tmp_path, "parallel", "one", 2)
     found = [e.path for e in read_index(tmp_path / "parallel.index") if "m-file" in e.path]
     assert (found, parallel.vanished) == (expected, 0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="U4: a batch keeps its three directory descriptors until its last name is settled; "
+    "when a directory's files sort before and after a subdirectory, its batch stays open for "
+    "the whole subtree, so each level of a deep tree holds six descriptors instead of three "
+    "(OPEN_BATCHES does not bound those): EMFILE where the walk alone passes",
+)
+def test_u4_a_deep_tree_snapshots_with_workers_wherever_it_does_without(tmp_path: Path) -> None:
+    level = tmp_path / "data"
+    for _ in range(60):
+        level.mkdir(parents=True)
+        for number in range(8):  # files on both sides of the subdirectory "m", 16 in all
+            (level / f"a{number}").write_bytes(b"a%d" % number)
+            (level / f"z{number}").write_bytes(b"z%d" % number)
+        level = level / "m"
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from specivod.adapters.backup.snapshot import Previous, take_snapshot\n"
+        "root = Path(sys.argv[1])\n"
+        "take_snapshot(root / 'data', root / 'one', root / 'one.index', None)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+        "previous = Previous(root / 'one', root / 'one.index')\n"
+        "for workers in (0, 2):\n"
+        "    name = f'with-{workers}'\n"
+        "    summary = take_snapshot(root / 'data', root / name, root / f'{name}.index',\n"
+        "        previous, workers=workers)\n"
+        "    print(workers, summary.files_linked, flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert result.stdout.split("\n")[0] == "0 960", result.stderr[-2000:]  # the walk alone
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["0", "960", "2", "960"]
