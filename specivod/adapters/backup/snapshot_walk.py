@@ -60,20 +60,24 @@ OPEN_BATCHES = 32
 @dataclass(slots=True)
 class _Directories:
     """Open descriptors of one directory: in the data dir, the new tree and the previous one.
-    Names are looked up relative to them: a path walk per file would cost more."""
+    Names are looked up relative to them: a path walk per file would cost more. Closed when the
+    last of its holders lets go: the walk's stack, and each batch of its names not settled."""
 
     live: int
     tree: int
     previous: int | None
+    holders: int = 1
+
+    def hold(self) -> _Directories:
+        self.holders += 1
+        return self
 
     def close(self) -> None:
-        for descriptor in (self.live, self.tree, self.previous):
-            if descriptor is not None:
-                os.close(descriptor)
-
-    def duplicate(self) -> _Directories:
-        previous = None if self.previous is None else os.dup(self.previous)
-        return _Directories(os.dup(self.live), os.dup(self.tree), previous)
+        self.holders -= 1
+        if self.holders == 0:
+            for descriptor in (self.live, self.tree, self.previous):
+                if descriptor is not None:
+                    os.close(descriptor)
 
     @property
     def descriptors(self) -> list[int]:
@@ -82,8 +86,8 @@ class _Directories:
 
 @dataclass(slots=True)
 class _Batch:
-    """Names of one directory a worker links or copies; holds its own copies of the directory's
-    descriptors until the walk has settled every name (it visits some itself)."""
+    """Names of one directory a worker links or copies; holds the directory's descriptors until
+    the walk has settled every name (it visits some itself)."""
 
     directory: str
     reply: Future[Reply]
@@ -290,13 +294,8 @@ class Walker:
         assert self._workers is not None
         known = self._known
         knowns = [known.get(child(path, name)) for name in names]
-        own = directories.duplicate()
-        try:
-            reply = self._workers.submit((path, names, knowns), own.descriptors)
-        except BaseException:
-            own.close()
-            raise
-        batch = _Batch(path, reply, own, len(names))
+        reply = self._workers.submit((path, names, knowns), directories.descriptors)
+        batch = _Batch(path, reply, directories.hold(), len(names))
         self._batches.append(batch)
         return batch
 
@@ -338,22 +337,37 @@ class Walker:
                 batch.directories.close()
 
     def _visit_left(self, path: str, name: str, directories: _Directories) -> Pending | None:
-        """A name a worker left to the walk: no directory any more (it was listed as a file)."""
-        found = self._visit(path, name, directories, directory=False)
+        """A name a worker left to the walk, visited in index order: no directory any more (it
+        was listed as a file)."""
+        found = self._visit(path, name, directories, late=True)
         return None if found is None else found[0]
 
+    def _later(self, path: str, name: str, directories: _Directories) -> _Slot:
+        """A hard-linked file the walk reached ahead of names still with the workers: it is
+        visited when settled, in index order, so the first name of an inode is the first in the
+        index (a restore links the later names to it)."""
+        reply: Future[Reply] = Future()
+        reply.set_result(([DEFER], Counts(), 0))
+        batch = _Batch(path.rpartition("/")[0] or ROOT, reply, directories.hold(), 1)
+        self._batches.append(batch)
+        return _Slot(batch, 0, name)
+
     def _visit(
-        self, path: str, name: str, directories: _Directories, *, directory: bool = True
+        self, path: str, name: str, directories: _Directories, *, late: bool = False
     ) -> tuple[Pending, tuple[str, _Directories] | None] | None:
+        """``late``: at the name's turn in index order (else where the walk is, which with
+        workers is ahead of it)."""
         try:
             status = os.lstat(name, dir_fd=directories.live)
             if self._seen is not None:
                 self._seen(Path(f"{self._source}/{path}"))
             mode = status.st_mode
             if stat.S_ISREG(mode):
+                if status.st_nlink > 1 and not late and self._workers is not None:
+                    return self._later(path, name, directories), None
                 return self._file(path, name, status, directories), None
             if stat.S_ISDIR(mode):
-                if directory:
+                if not late:
                     return self._directory(path, name, status, directories)
                 log.warning(
                     "snapshot: leaving out %s/%s: it turned into a directory during the snapshot",
