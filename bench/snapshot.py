@@ -288,7 +288,7 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
     drop_caches()
     full_restore = timed(["cp", "-a", str(backups / last), str(scratch / "restored")])
     shutil.rmtree(scratch / "restored")
-    seconds_sync, rss_sync, synced = [], [], {}
+    seconds_sync, cpu_sync, rss_sync, synced = [], [], [], {}
     for number in range(repeats):
         change_one_percent(data, paths, salt=200 + number)
         (data / f"added-{number}").mkdir()
@@ -299,9 +299,14 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
             "sync", str(backups / last), str(backups / f"{last}.index"), str(data), str(replaced)
         )
         seconds_sync.append(restore["seconds"])
+        cpu_sync.append(restore["cpu_seconds"])
         rss_sync.append(restore["peak_rss_bytes"])
         synced = restore["summary"]
-        print(f"  restore {restore['seconds']:.2f} s, {synced['copied']} copied", flush=True)
+        print(
+            f"  restore {restore['seconds']:.2f} s ({restore['cpu_seconds']:.2f} s CPU), "
+            f"{synced['copied']} copied",
+            flush=True,
+        )
     first_rate = data_bytes / first["seconds"]
     cp_rate = data_bytes / cp_seconds
     return {
@@ -327,6 +332,7 @@ def run(scratch: Path, scale: float, repeats: int, baseline: str | None) -> dict
         "second_snapshot_disk_share": median(used_two) / data_bytes,
         "full_copy_restore_seconds": full_restore,
         "sync_restore_seconds": seconds_sync,
+        "sync_restore_cpu_seconds": cpu_sync,
         "sync_vs_full_copy_time": median(seconds_sync) / full_restore,
         "sync_summary": synced,
         "peak_rss_bytes": max([first["peak_rss_bytes"], *rss_two, *rss_sync]),
