@@ -12,14 +12,17 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from specivod.adapters.backup import snapshot, snapshot_walk
 from specivod.adapters.backup.copying import Copied
 from specivod.adapters.backup.files import BytesDone
+from specivod.adapters.backup.snapshot import Previous, SnapshotSummary, take_snapshot
 from specivod.adapters.backup.snapshot_file import (
     ATTEMPTS,
     Copy,
@@ -28,8 +31,10 @@ from specivod.adapters.backup.snapshot_file import (
     copy_file,
     link_from_previous,
 )
-from specivod.adapters.backup.snapshot_index import Entry, KnownFile, encoded
-from specivod.adapters.backup.snapshot_worker import BatchWorker, receive, send
+from specivod.adapters.backup.snapshot_index import Entry, KnownFile, encoded, read_index
+from specivod.adapters.backup.snapshot_pool import WorkerPool
+from specivod.adapters.backup.snapshot_worker import Batch, BatchWorker, Reply, receive, send
+from specivod.domain.errors import BackupError
 
 CONTENT = b"the live file's content\n" * 40
 MODE = 0o640
@@ -388,3 +393,127 @@ def test_a_channel_closed_mid_message_is_an_error_and_extra_descriptors_are_refu
         for pipe in pipes:
             for end in pipe:
                 os.close(end)
+
+
+class InProcessPool(WorkerPool):
+    """A worker pool whose one worker runs each batch at once in this process, after
+    ``meanwhile`` (what changes in the data dir between the walk's listing and the worker)."""
+
+    def __init__(self, source: Path, meanwhile: Callable[[], None] = lambda: None) -> None:
+        super().__init__(0, source=str(source), checksum=False, tree_device=0)
+        self.worker = BatchWorker(str(source), checksum=False, tree_device=0)
+        self.meanwhile = meanwhile
+        self.batches: list[tuple[str, list[str]]] = []
+        self.closed: list[bool] = []
+
+    def submit(self, batch: Batch, directories: list[int]) -> Future[Reply]:
+        self.batches.append((batch[0], list(batch[1])))
+        reply: Future[Reply] = Future()
+        try:
+            self.meanwhile()
+            reply.set_result(self.worker.run(batch, directories))
+        except Exception as error:
+            reply.set_exception(error)
+        return reply
+
+    def close(self, *, kill: bool = False) -> None:
+        self.closed.append(kill)
+
+
+def snapshot_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: InProcessPool
+) -> SnapshotSummary:
+    take_snapshot(tmp_path / "data", tmp_path / "one", tmp_path / "one.index", None)
+    monkeypatch.setattr(snapshot, "start_pool", lambda count, **_: pool)
+    return take_snapshot(
+        tmp_path / "data",
+        tmp_path / "two",
+        tmp_path / "two.index",
+        Previous(tmp_path / "one", tmp_path / "one.index"),
+        workers=1,
+    )
+
+
+def data_dir(tmp_path: Path, files: int) -> Path:
+    data = tmp_path / "data" / "d"
+    data.mkdir(parents=True)
+    for number in range(files):
+        (data / f"f{number:02d}").write_bytes(b"%d" % number)
+    return data
+
+
+def test_a_file_gone_before_its_worker_reached_it_is_counted_as_vanished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 1)
+    data = data_dir(tmp_path, 3)
+    pool = InProcessPool(tmp_path / "data", lambda: (data / "f01").unlink(missing_ok=True))
+    summary = snapshot_with(tmp_path, monkeypatch, pool)
+    assert (summary.vanished, summary.files_linked, summary.files) == (1, 2, 2)
+    assert [entry.path for entry in read_index(tmp_path / "two.index")] == [
+        ".",
+        "d",
+        "d/f00",
+        "d/f02",
+    ]
+    assert pool.batches == [("d", ["f00", "f01", "f02"])]
+    assert pool.closed == [False]
+
+
+def test_a_file_that_became_a_directory_before_its_worker_reached_it_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 1)
+    data = data_dir(tmp_path, 3)
+
+    def to_directory() -> None:
+        if (data / "f01").is_file():
+            (data / "f01").unlink()
+            (data / "f01").mkdir()
+            (data / "f01" / "inside").write_bytes(b"never walked")
+
+    summary = snapshot_with(tmp_path, monkeypatch, InProcessPool(tmp_path / "data", to_directory))
+    assert (summary.vanished, summary.files_linked, summary.directories) == (1, 2, 2)
+    assert [entry.path for entry in read_index(tmp_path / "two.index")] == [
+        ".",
+        "d",
+        "d/f00",
+        "d/f02",
+    ]
+    assert names(tmp_path / "two" / "d") == ["f00", "f02"]
+
+
+def test_a_worker_error_fails_the_walk_and_stops_the_workers_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 1)
+    data_dir(tmp_path, 3)
+
+    def failing() -> None:
+        raise OSError(5, "the disk failed under the worker")
+
+    pool = InProcessPool(tmp_path / "data", failing)
+    with pytest.raises((OSError, BackupError)):
+        snapshot_with(tmp_path, monkeypatch, pool)
+    assert pool.closed == [True]
+    assert not (tmp_path / "two").exists()
+
+
+def test_a_directory_of_exactly_the_smallest_batch_goes_to_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot_walk, "BATCH_FILES", 3)
+    data = data_dir(tmp_path, snapshot_walk.SMALLEST_BATCH - 3)
+    (data / "sub-a").mkdir()
+    (data / "sub-a" / "inner").write_bytes(b"a lone file stays with the walk")
+    for name in ("f01-sub", "zz-sub"):
+        (data / name).mkdir()
+    for name in ("f00b", "f05b", "zz"):
+        (data / name).write_bytes(b"three more files")
+    pool = InProcessPool(tmp_path / "data")
+    summary = snapshot_with(tmp_path, monkeypatch, pool)
+    files = sorted(each.name for each in data.iterdir() if each.is_file())
+    assert len(files) == snapshot_walk.SMALLEST_BATCH
+    assert pool.batches == [("d", files[start : start + 3]) for start in range(0, len(files), 3)]
+    assert summary.files_linked == len(files) + 1
+    assert pool.closed == [False]
