@@ -70,6 +70,8 @@ class _Worker:
                 stdout=subprocess.DEVNULL,  # never into a command's --json output
                 env=environment,
                 cwd="/",
+                start_new_session=True,  # a terminal's Ctrl-C is for specivod, which stops
+                # at the next step boundary: it must not kill the workers in the middle of one
             )
         except BaseException:
             ours.close()
