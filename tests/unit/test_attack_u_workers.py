@@ -65,15 +65,10 @@ def hard_link_into_a_small_directory(data: Path) -> None:
 
 
 @pytest.mark.usefixtures("busy_workers")
-@pytest.mark.xfail(
-    strict=True,
-    reason="U1: a hard link whose first name a worker DEFERs is entered in the inode map only "
-    "when its slot is settled, after the walk visited the second name itself: the index gets a "
-    "link_of pointing forward (d/a-link -> d/b-sub/x), unlike the walk alone",
-)
 def test_u1_a_hard_link_first_met_by_a_worker_keeps_the_index_of_the_walk_alone(
     tmp_path: Path,
 ) -> None:
+    """U1, fixed in 140c590: an inode's first name was a worker's, its link_of pointed ahead."""
     hard_link_into_a_small_directory(tmp_path / "data")
     snap(tmp_path, "one", None, 0)
     snap(tmp_path, "alone", "one", 0)
@@ -84,14 +79,10 @@ def test_u1_a_hard_link_first_met_by_a_worker_keeps_the_index_of_the_walk_alone(
 
 
 @pytest.mark.usefixtures("busy_workers")
-@pytest.mark.xfail(
-    strict=True,
-    reason="U1: the snapshot with a forward link_of passes check_snapshot, but a restore into "
-    "an empty data dir links d/a-link to d/b-sub/x before x exists and fails (ENOENT)",
-)
 def test_u1_a_snapshot_taken_with_workers_and_hard_links_restores_into_an_empty_data_dir(
     tmp_path: Path,
 ) -> None:
+    """U1, fixed in 140c590: an inode's first name was a worker's, its link_of pointed ahead."""
     data = tmp_path / "data"
     hard_link_into_a_small_directory(data)
     snap(tmp_path, "one", None, 0)
@@ -143,15 +134,10 @@ def file_turned_directory(data: Path) -> None:
 
 
 @pytest.mark.usefixtures("busy_workers")
-@pytest.mark.xfail(
-    strict=True,
-    reason="U1: rolling back over a release that replaced d/b-sub/x, the forward link_of links "
-    "d/a-link to the release's x before x is restored: the restore reports success and "
-    "d/a-link holds the failed release's content (silently wrong data)",
-)
 def test_u1_a_rollback_over_a_release_that_replaced_a_hard_linked_file_brings_the_snapshot_back(
     tmp_path: Path,
 ) -> None:
+    """U1, fixed in 140c590: an inode's first name was a worker's, its link_of pointed ahead."""
     data = tmp_path / "data"
     hard_link_into_a_small_directory(data)
     snap(tmp_path, "one", None, 0)
@@ -215,14 +201,8 @@ def test_u3_a_file_replaced_by_a_directory_after_the_listing_is_snapshotted_as_t
     assert (found, parallel.vanished) == (expected, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="U4: a batch keeps its three directory descriptors until its last name is settled; "
-    "when a directory's files sort before and after a subdirectory, its batch stays open for "
-    "the whole subtree, so each level of a deep tree holds six descriptors instead of three "
-    "(OPEN_BATCHES does not bound those): EMFILE where the walk alone passes",
-)
 def test_u4_a_deep_tree_snapshots_with_workers_wherever_it_does_without(tmp_path: Path) -> None:
+    """U4, fixed in 140c590: each level of a deep tree held six descriptors with workers."""
     level = tmp_path / "data"
     for _ in range(60):
         level.mkdir(parents=True)
@@ -252,16 +232,10 @@ def test_u4_a_deep_tree_snapshots_with_workers_wherever_it_does_without(tmp_path
     assert result.stdout.split() == ["0", "960", "2", "960"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="U5: workers are started in the caller's process group (every other child of "
-    "specivod gets start_new_session=True): Ctrl-C at the terminal sends SIGINT to them too, "
-    "they die of KeyboardInterrupt and the backup step fails, where the walk alone finished "
-    "it and the engine stopped at the step boundary",
-)
 def test_u5_ctrl_c_at_the_terminal_does_not_cut_a_snapshot_taken_with_workers(
     tmp_path: Path,
 ) -> None:
+    """U5, fixed in ae97f23: workers shared the caller's process group."""
     data = tmp_path / "data"
     data.mkdir()
     for number in range(40):
