@@ -343,6 +343,22 @@ def test_a_worker_checksums_the_live_file_only_when_asked(trees: Trees, checksum
         assert lines == [encoded(expected_entry(trees, "f", "0" * 64))]
 
 
+def test_a_worker_answers_each_name_in_order_and_counts_every_vanished_one(trees: Trees) -> None:
+    (trees.live / "g").write_bytes(b"new since the previous snapshot")
+    worker = BatchWorker(str(trees.live), checksum=False, tree_device=0)
+    batch = (".", ["gone-1", "f", "g", "gone-2"], [None, trees.known(), None, None])
+    lines, counts, copied = worker.run(batch, list(trees.fds))
+    new = os.lstat(trees.live / "g")
+    copy_entry = Entry(
+        "g", "file", new.st_mode & 0o7777, new.st_uid, new.st_gid, new.st_mtime_ns, new.st_size,
+        hashlib.sha256(b"new since the previous snapshot").hexdigest(), None, new.st_ino,
+        new.st_ctime_ns,
+    )  # fmt: skip
+    assert lines == [None, encoded(expected_entry(trees, "f")), encoded(copy_entry), None]
+    assert (counts.vanished, counts.files_linked, counts.files_copied) == (2, 1, 1)
+    assert copied == new.st_size
+
+
 class DribblingSocket:
     """A channel end that hands out at most ``step`` bytes per ``recv``, as a stream socket
     may."""
