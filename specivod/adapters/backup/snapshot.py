@@ -107,13 +107,14 @@ def take_snapshot(
         tree.mkdir(mode=0o700)
     except OSError as error:
         raise BackupError(f"cannot create the snapshot {tree}: {error}") from None
-    pool = start_pool(
-        workers if previous is not None else 0,
-        source=str(source),
-        checksum=checksum,
-        tree_device=tree.lstat().st_dev,
-    )
+    pool = None
     try:
+        pool = start_pool(
+            workers if previous is not None else 0,
+            source=str(source),
+            checksum=checksum,
+            tree_device=tree.lstat().st_dev,
+        )
         known = load_known(previous)
         walker = Walker(
             source,

@@ -80,16 +80,16 @@ class _Worker:
             theirs.close()
         self.ready = threading.Event()
         self.problem = ""
+        self._reader = threading.Thread(target=self._read, name="snapshot-worker-reader")
+        self._reader.daemon = True
         try:
             send(ours, (source, checksum, tree_device))
+            self._reader.start()
         except BaseException:
             self.process.kill()
             self.process.wait()
             ours.close()
             raise
-        self._reader = threading.Thread(target=self._read, name="snapshot-worker-reader")
-        self._reader.daemon = True
-        self._reader.start()
 
     def submit(self, batch: Batch, directories: list[int]) -> Future[Reply]:
         future: Future[Reply] = Future()
@@ -214,7 +214,7 @@ def start_pool(count: int, *, source: str, checksum: bool, tree_device: int) -> 
         return None
     try:
         return WorkerPool(count, source=source, checksum=checksum, tree_device=tree_device)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: no thread to spare
         log.warning("snapshot: walking without worker processes, they did not start: %s", error)
         return None
 

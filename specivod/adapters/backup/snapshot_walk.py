@@ -2,6 +2,10 @@
 
 Paths are plain strings relative to the data dir: a ``Path`` per file would cost more than the
 system calls it wraps, and a data dir has 100,000 of them.
+
+With worker processes, a name listed as a file that is a directory by the time it is visited is
+left out, counted as vanished and logged, like a directory made after its parent was listed: a
+snapshot of a tree that changes while it is taken holds what did not change during the walk.
 """
 
 # ruff: noqa: PTH208
