@@ -131,6 +131,8 @@ class _Worker:
                 )
                 return
             with self._lock:
+                if not self._waiting:
+                    continue  # its batch was failed already: the channel broke while sending
                 future = self._waiting.pop(0)
                 self.outstanding -= 1
             _resolve(future, message[0])
