@@ -12,6 +12,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -533,3 +534,38 @@ def test_a_directory_of_exactly_the_smallest_batch_goes_to_the_workers(
     assert pool.batches == [("d", files[start : start + 3]) for start in range(0, len(files), 3)]
     assert summary.files_linked == len(files) + 1
     assert pool.closed == [False]
+
+
+class WalkStopped(Exception):
+    pass
+
+
+def test_a_failed_walk_waits_for_the_copies_under_way_and_drops_those_not_started(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for number in range(200):
+        (data / f"f{number:03d}").write_bytes(b"%d" % number)
+    copies: list[int] = []
+
+    def slow_progress(amount: int) -> None:
+        time.sleep(0.05)
+        copies.append(amount)
+
+    def stop_at_150(path: Path) -> None:
+        if path.name == "f150":
+            raise WalkStopped
+
+    with pytest.raises(WalkStopped):
+        take_snapshot(
+            data, tmp_path / "one", tmp_path / "one.index", None, done=slow_progress,
+            seen=stop_at_150,
+        )  # fmt: skip
+    running = [each.name for each in threading.enumerate() if each.name.startswith("snapshot-copy")]
+    assert running == []
+    ended = len(copies)
+    time.sleep(0.2)
+    assert len(copies) == ended
+    assert ended < 100
+    assert not (tmp_path / "one").exists()
