@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from specivod.adapters.backup import snapshot, snapshot_walk
+from specivod.adapters.backup import snapshot, snapshot_walk, snapshot_worker
 from specivod.adapters.backup.copying import Copied
 from specivod.adapters.backup.files import BytesDone
 from specivod.adapters.backup.snapshot import Previous, SnapshotSummary, take_snapshot
@@ -358,6 +359,23 @@ def test_a_worker_answers_each_name_in_order_and_counts_every_vanished_one(trees
     assert lines == [None, encoded(expected_entry(trees, "f")), encoded(copy_entry), None]
     assert (counts.vanished, counts.files_linked, counts.files_copied) == (2, 1, 1)
     assert copied == new.st_size
+
+
+def test_a_file_gone_between_a_workers_stat_and_its_copy_is_answered_as_vanished(
+    trees: Trees, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = copy_file
+
+    def gone_first(path: str, place: Place, *args: Any, **kwargs: Any) -> Copy:
+        (trees.live / place.live).unlink()
+        return real(path, place, *args, **kwargs)
+
+    monkeypatch.setattr(snapshot_worker, "copy_file", gone_first)
+    worker = BatchWorker(str(trees.live), checksum=False, tree_device=0)
+    lines, counts, copied = worker.run((".", ["f"], [None]), list(trees.fds))
+    assert lines == [None]
+    assert (counts.vanished, counts.files, counts.files_copied, copied) == (1, 0, 0, 0)
+    assert names(trees.tree) == []
 
 
 class DribblingSocket:
