@@ -42,6 +42,13 @@ def worker_count(previous_files: int) -> int:
     return min(cpus, MAX_WORKERS)
 
 
+_WORKER_MAIN = (
+    "import sys\n"
+    "from specivod.adapters.backup.snapshot_worker import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
 class _Worker:
     def __init__(self, *, source: str, checksum: bool, tree_device: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -60,8 +67,8 @@ class _Worker:
                 [
                     sys.executable,
                     "-P",  # no current directory on sys.path: only specivod's own package runs
-                    "-m",
-                    "specivod.adapters.backup.snapshot_worker",
+                    "-c",  # not -m: the worker's code keeps its module name (pickling, mutmut)
+                    _WORKER_MAIN,
                     str(os.getpid()),
                     str(theirs.fileno()),
                 ],

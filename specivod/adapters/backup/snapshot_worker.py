@@ -8,7 +8,7 @@ the order and the inode map. The directories come as open descriptors sent by th
 worker reads exactly the directory the walk listed and never follows a symlink swapped in. It
 dies with the process that started it.
 
-Run by the pool as ``python -m specivod.adapters.backup.snapshot_worker PARENT_PID FD``.
+Run by the pool, which calls ``main([PARENT_PID, FD])`` in a new interpreter.
 """
 
 from __future__ import annotations
