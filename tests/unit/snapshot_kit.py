@@ -145,3 +145,26 @@ def failed_release(data: Path, paths: list[str]) -> list[str]:
         stream.seek(16 * MIB)
         stream.write(b"more")
     return contents(data)
+
+
+def snap(
+    tmp_path: Path,
+    name: str,
+    previous: str | None = None,
+    workers: int | None = None,
+    *,
+    checksum: bool = False,
+) -> SnapshotSummary:
+    """Snapshot ``tmp_path``/data into ``tmp_path``/``name`` (and ``name``.index) against the
+    snapshot ``previous`` there; ``workers``: how many worker processes (None: as many as pay)."""
+    earlier = None
+    if previous is not None:
+        earlier = Previous(tmp_path / previous, tmp_path / f"{previous}.index")
+    return take_snapshot(
+        tmp_path / "data",
+        tmp_path / name,
+        tmp_path / f"{name}.index",
+        earlier,
+        checksum=checksum,
+        workers=workers,
+    )

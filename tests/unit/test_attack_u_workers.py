@@ -19,27 +19,11 @@ from specivod.adapters.backup import snapshot_walk
 from specivod.adapters.backup.datasync import sync_from_snapshot
 from specivod.adapters.backup.files import sha256_of
 from specivod.adapters.backup.snapshot import (
-    Previous,
-    SnapshotSummary,
     check_snapshot,
-    take_snapshot,
 )
 from specivod.adapters.backup.snapshot_index import read_index
 from specivod.domain.errors import BackupError
-from tests.unit.snapshot_kit import describe
-
-
-def snap(tmp_path: Path, name: str, previous: str | None, workers: int) -> SnapshotSummary:
-    earlier = (
-        None if previous is None else Previous(tmp_path / previous, tmp_path / f"{previous}.index")
-    )
-    return take_snapshot(
-        tmp_path / "data",
-        tmp_path / name,
-        tmp_path / f"{name}.index",
-        earlier,
-        workers=workers,
-    )
+from tests.unit.snapshot_kit import describe, snap
 
 
 @pytest.fixture

@@ -12,27 +12,15 @@ import pytest
 
 from specivod.adapters.backup.snapshot import (
     Previous,
-    SnapshotSummary,
     check_snapshot,
     estimate_snapshot,
     take_snapshot,
 )
 from specivod.adapters.backup.snapshot_index import read_index
 from specivod.domain.errors import BackupError
-from tests.unit.snapshot_kit import IS_ROOT, OTHER_UID, build_tree, change_files, describe
+from tests.unit.snapshot_kit import IS_ROOT, OTHER_UID, build_tree, change_files, describe, snap
 
 MIB = 1 << 20
-
-
-def snap(
-    tmp_path: Path, name: str, previous: str | None = None, *, checksum: bool = False
-) -> SnapshotSummary:
-    earlier = (
-        None if previous is None else Previous(tmp_path / previous, tmp_path / f"{previous}.index")
-    )
-    return take_snapshot(
-        tmp_path / "data", tmp_path / name, tmp_path / f"{name}.index", earlier, checksum=checksum
-    )
 
 
 def test_the_first_snapshot_is_the_data_dir_with_a_private_root(tmp_path: Path) -> None:

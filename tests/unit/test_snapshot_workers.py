@@ -18,34 +18,18 @@ from pathlib import Path
 import pytest
 
 from specivod.adapters.backup import snapshot, snapshot_pool, snapshot_walk
-from specivod.adapters.backup.snapshot import Previous, SnapshotSummary, take_snapshot
+from specivod.adapters.backup.snapshot import Previous, take_snapshot
 from specivod.adapters.backup.snapshot_index import read_index
 from specivod.adapters.backup.snapshot_pool import WorkerPool, planned_workers, start_pool
 from specivod.adapters.backup.snapshot_worker import DEFER, BatchWorker
 from specivod.domain.errors import BackupError
-from tests.unit.snapshot_kit import build_tree, change_files, describe
+from tests.unit.snapshot_kit import build_tree, change_files, describe, snap
 
 
 @pytest.fixture(autouse=True)
 def _every_directory_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """The trees here are small: without this, directories of a few files stay with the walk."""
     monkeypatch.setattr(snapshot_walk, "SMALLEST_BATCH", 1)
-
-
-def snap(
-    tmp_path: Path, name: str, previous: str | None, workers: int, *, checksum: bool = False
-) -> SnapshotSummary:
-    earlier = (
-        None if previous is None else Previous(tmp_path / previous, tmp_path / f"{previous}.index")
-    )
-    return take_snapshot(
-        tmp_path / "data",
-        tmp_path / name,
-        tmp_path / f"{name}.index",
-        earlier,
-        checksum=checksum,
-        workers=workers,
-    )
 
 
 def rich_tree(data: Path) -> list[str]:
