@@ -170,10 +170,6 @@ class Walker:
         self._workers = ready_pool(workers)
         self.counts = Counts()
 
-    @property
-    def worker_pids(self) -> list[int]:
-        return [] if self._workers is None else self._workers.pids
-
     def walk(self) -> Iterator[bytes]:
         """The index lines in index order, each path in the tree before its line is yielded;
         directories get their metadata at the end, once nothing more is written into them."""

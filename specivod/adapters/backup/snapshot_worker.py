@@ -19,7 +19,6 @@ import pickle
 import socket
 import stat
 import struct
-import sys
 from typing import Any
 
 from specivod.adapters.backup.copying import Copier, child
@@ -166,7 +165,3 @@ def main(arguments: list[str]) -> int:
                 os.close(each)
         send(channel, reply)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
